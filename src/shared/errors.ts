@@ -18,9 +18,11 @@ export function isCausedBy(err: unknown, ctor: abstract new (...args: never[]) =
   const seen = new Set<unknown>();
   let cur: unknown = err;
   while (cur instanceof Error && !seen.has(cur)) {
-    if (cur instanceof ctor) return true;
-    seen.add(cur);
-    cur = cur.cause;
+    const e: Error = cur;
+    // isPrototypeOf rather than instanceof: instanceof would narrow `e` to never below.
+    if (Object.prototype.isPrototypeOf.call(ctor.prototype, e)) return true;
+    seen.add(e);
+    cur = e.cause;
   }
   return false;
 }

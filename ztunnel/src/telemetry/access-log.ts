@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: Apache-2.0
+// Access logs (spec §7.2): one JSON line per connection, "connection complete" (info, or error
+// with an `error` field) and "connection failed" (warn) for early refusals, with upstream's dotted
+// field names (src.addr, dst.hbone_addr, ...) so log pipelines built for ztunnel keep working.
+import { pino, type Logger, type DestinationStream } from 'pino';
+
+export interface AccessLogEntry {
+  readonly direction: 'inbound' | 'outbound';
+  readonly srcAddr: string;
+  readonly dstAddr: string;
+  readonly dstHboneAddr?: string | undefined;
+  readonly srcWorkload?: string | undefined;
+  readonly srcNamespace?: string | undefined;
+  readonly srcIdentity?: string | undefined;
+  readonly dstWorkload?: string | undefined;
+  readonly dstNamespace?: string | undefined;
+  readonly dstIdentity?: string | undefined;
+  readonly dstService?: string | undefined;
+  readonly bytesSent: number;
+  readonly bytesRecv: number;
+  readonly durationMs: number;
+  readonly error?: string | undefined;
+}
+
+/** Creates the process logger: JSON lines with ztunnel's field conventions. */
+export function createLogger(opts: { level?: string; destination?: DestinationStream } = {}): Logger {
+  return pino(
+    {
+      level: opts.level ?? process.env.LOG_LEVEL ?? 'info',
+      messageKey: 'message',
+      base: undefined,
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    opts.destination,
+  );
+}
+
+export class AccessLog {
+  readonly #log: Logger;
+
+  constructor(logger: Logger) {
+    this.#log = logger.child({ scope: 'access' });
+  }
+
+  complete(e: AccessLogEntry): void {
+    const fields: Record<string, string | number> = {
+      'src.addr': e.srcAddr,
+      'dst.addr': e.dstAddr,
+      direction: e.direction,
+      bytes_sent: e.bytesSent,
+      bytes_recv: e.bytesRecv,
+      duration: `${Math.round(e.durationMs)}ms`,
+    };
+    put(fields, 'dst.hbone_addr', e.dstHboneAddr);
+    put(fields, 'src.workload', e.srcWorkload);
+    put(fields, 'src.namespace', e.srcNamespace);
+    put(fields, 'src.identity', e.srcIdentity);
+    put(fields, 'dst.service', e.dstService);
+    put(fields, 'dst.workload', e.dstWorkload);
+    put(fields, 'dst.namespace', e.dstNamespace);
+    put(fields, 'dst.identity', e.dstIdentity);
+    if (e.error !== undefined) {
+      fields.error = e.error;
+      this.#log.error(fields, 'connection complete');
+    } else {
+      this.#log.info(fields, 'connection complete');
+    }
+  }
+
+  failed(e: { direction: 'inbound' | 'outbound'; srcAddr: string; dstAddr: string; error: string }): void {
+    this.#log.warn(
+      { 'src.addr': e.srcAddr, 'dst.addr': e.dstAddr, direction: e.direction, error: e.error },
+      'connection failed',
+    );
+  }
+}
+
+function put(o: Record<string, string | number>, k: string, v: string | undefined): void {
+  if (v !== undefined && v !== '') o[k] = v;
+}

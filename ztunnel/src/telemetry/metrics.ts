@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: Apache-2.0
+// ztunnel's Prometheus metrics (spec §7.1): the istio_tcp_* connection metrics with upstream's
+// traffic labels, in upstream's order, so existing dashboards and Kiali queries work unchanged.
+// Unknown values are rendered as "unknown"; principals are full spiffe:// URIs.
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+export const TRAFFIC_LABELS = [
+  'reporter',
+  'source_workload',
+  'source_canonical_service',
+  'source_canonical_revision',
+  'source_workload_namespace',
+  'source_principal',
+  'source_app',
+  'source_version',
+  'source_cluster',
+  'destination_service',
+  'destination_service_namespace',
+  'destination_service_name',
+  'destination_workload',
+  'destination_canonical_service',
+  'destination_canonical_revision',
+  'destination_workload_namespace',
+  'destination_principal',
+  'destination_app',
+  'destination_version',
+  'destination_cluster',
+  'request_protocol',
+  'response_flags',
+  'connection_security_policy',
+] as const;
+
+export type TrafficLabel = (typeof TRAFFIC_LABELS)[number];
+export type TrafficLabels = Record<TrafficLabel, string>;
+
+/** Response flags of spec §7.1; the ones in FAILURE_FLAGS also count as a failed connection. */
+export type ResponseFlag =
+  | '-'
+  | 'DENY'
+  | 'CONNECT'
+  | 'TLS_FAILURE'
+  | 'H2_HANDSHAKE_FAILURE'
+  | 'NETWORK_POLICY'
+  | 'IDENTITY_ERROR'
+  | 'CERT_REVOKED';
+
+const FAILURE_FLAGS: ReadonlySet<ResponseFlag> = new Set<ResponseFlag>([
+  'DENY',
+  'CONNECT',
+  'TLS_FAILURE',
+  'H2_HANDSHAKE_FAILURE',
+  'NETWORK_POLICY',
+  'IDENTITY_ERROR',
+  'CERT_REVOKED',
+]);
+
+/** The workload attributes the labels are derived from (a subset of the WDS Workload). */
+export interface PeerAttributes {
+  readonly name?: string;
+  readonly namespace?: string;
+  readonly workloadName?: string;
+  readonly canonicalName?: string;
+  readonly canonicalRevision?: string;
+  readonly clusterId?: string;
+}
+
+export interface ConnectionLabelsInput {
+  readonly reporter: 'source' | 'destination';
+  readonly source?: PeerAttributes | undefined;
+  readonly sourcePrincipal?: string | undefined;
+  readonly destination?: PeerAttributes | undefined;
+  readonly destinationPrincipal?: string | undefined;
+  readonly destinationService?:
+    { readonly hostname: string; readonly namespace: string; readonly name: string } | undefined;
+  readonly mutualTls: boolean;
+}
+
+const UNKNOWN = 'unknown';
+
+function or(v: string | undefined): string {
+  return v === undefined || v === '' ? UNKNOWN : v;
+}
+
+/** Builds the label set of a connection, except response_flags, which is known only at the end. */
+export function connectionLabels(input: ConnectionLabelsInput): Omit<TrafficLabels, 'response_flags'> {
+  const s = input.source;
+  const d = input.destination;
+  return {
+    reporter: input.reporter,
+    source_workload: or(s?.workloadName ?? s?.name),
+    source_canonical_service: or(s?.canonicalName ?? s?.workloadName ?? s?.name),
+    source_canonical_revision: or(s?.canonicalRevision ?? (s ? 'latest' : undefined)),
+    source_workload_namespace: or(s?.namespace),
+    source_principal: or(input.sourcePrincipal),
+    source_app: or(s?.canonicalName ?? s?.workloadName ?? s?.name),
+    source_version: or(s?.canonicalRevision ?? (s ? 'latest' : undefined)),
+    source_cluster: or(s?.clusterId ?? (s ? 'Kubernetes' : undefined)),
+    destination_service: or(input.destinationService?.hostname),
+    destination_service_namespace: or(input.destinationService?.namespace),
+    destination_service_name: or(input.destinationService?.name),
+    destination_workload: or(d?.workloadName ?? d?.name),
+    destination_canonical_service: or(d?.canonicalName ?? d?.workloadName ?? d?.name),
+    destination_canonical_revision: or(d?.canonicalRevision ?? (d ? 'latest' : undefined)),
+    destination_workload_namespace: or(d?.namespace),
+    destination_principal: or(input.destinationPrincipal),
+    destination_app: or(d?.canonicalName ?? d?.workloadName ?? d?.name),
+    destination_version: or(d?.canonicalRevision ?? (d ? 'latest' : undefined)),
+    destination_cluster: or(d?.clusterId ?? (d ? 'Kubernetes' : undefined)),
+    request_protocol: 'tcp',
+    connection_security_policy: input.mutualTls ? 'mutual_tls' : UNKNOWN,
+  };
+}
+
+/**
+ * The metrics of one ztunnel process. One registry per process; tests create their own.
+ * Byte counters are incremented when a connection closes (not per chunk), which keeps the data
+ * path free of per-chunk work.
+ */
+export class ZtunnelMetrics {
+  readonly registry: Registry;
+  readonly #opened: Counter<TrafficLabel>;
+  readonly #closed: Counter<TrafficLabel>;
+  readonly #failed: Counter<TrafficLabel>;
+  readonly #received: Counter<TrafficLabel>;
+  readonly #sent: Counter<TrafficLabel>;
+  readonly #socketsOpen: Gauge<'reporter'>;
+  readonly activeProxies: Gauge;
+  readonly pendingProxies: Gauge;
+  readonly proxiesStarted: Counter;
+  readonly proxiesStopped: Counter;
+
+  constructor(opts: { defaultMetrics?: boolean; version?: string } = {}) {
+    this.registry = new Registry();
+    const registers = [this.registry];
+    const labelNames = TRAFFIC_LABELS;
+    this.#opened = new Counter({
+      name: 'istio_tcp_connections_opened_total',
+      help: 'The total number of TCP connections opened',
+      labelNames,
+      registers,
+    });
+    this.#closed = new Counter({
+      name: 'istio_tcp_connections_closed_total',
+      help: 'The total number of TCP connections closed',
+      labelNames,
+      registers,
+    });
+    this.#failed = new Counter({
+      name: 'istio_tcp_connections_failed_total',
+      help: 'The total number of TCP connections that failed to establish (unstable)',
+      labelNames,
+      registers,
+    });
+    this.#received = new Counter({
+      name: 'istio_tcp_received_bytes_total',
+      help: 'The size of total bytes received during request in case of a TCP connection',
+      labelNames,
+      registers,
+    });
+    this.#sent = new Counter({
+      name: 'istio_tcp_sent_bytes_total',
+      help: 'The size of total bytes sent during response in case of a TCP connection',
+      labelNames,
+      registers,
+    });
+    this.#socketsOpen = new Gauge({
+      name: 'istio_tcp_sockets_open',
+      help: 'The current number of open TCP sockets (unstable)',
+      labelNames: ['reporter'],
+      registers,
+    });
+    const build = new Gauge({
+      name: 'istio_build',
+      help: 'Istio component build info',
+      labelNames: ['component', 'tag'],
+      registers,
+    });
+    build.set({ component: 'ztunnel', tag: opts.version ?? '0.1.0' }, 1);
+    this.activeProxies = new Gauge({
+      name: 'workload_manager_active_proxy_count',
+      help: 'The total number current workloads with active proxies',
+      registers,
+    });
+    this.pendingProxies = new Gauge({
+      name: 'workload_manager_pending_proxy_count',
+      help: 'The total number current workloads with pending proxies',
+      registers,
+    });
+    this.proxiesStarted = new Counter({
+      name: 'workload_manager_proxies_started_total',
+      help: 'The total number of proxies that were started',
+      registers,
+    });
+    this.proxiesStopped = new Counter({
+      name: 'workload_manager_proxies_stopped_total',
+      help: 'The total number of proxies that were stopped',
+      registers,
+    });
+    if (opts.defaultMetrics === true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Records a connection's start; call the returned function exactly once when it ends. */
+  connectionOpened(labels: Omit<TrafficLabels, 'response_flags'>): ConnectionRecorder {
+    const base: TrafficLabels = { ...labels, response_flags: '-' };
+    this.#opened.inc(base);
+    this.#socketsOpen.inc({ reporter: labels.reporter });
+    let done = false;
+    return (result) => {
+      if (done) return;
+      done = true;
+      const final: TrafficLabels = result.flag === '-' ? base : { ...labels, response_flags: result.flag };
+      this.#socketsOpen.dec({ reporter: labels.reporter });
+      this.#closed.inc(final);
+      if (FAILURE_FLAGS.has(result.flag)) this.#failed.inc(final);
+      // Istio's meaning, whichever side reports: "received" counts the request direction (client
+      // to server) and "sent" the response direction. Upstream ztunnel gets there by flipping its
+      // own sent/received for reporter=source (spec §7.1); we count in those terms directly.
+      if (result.bytesFromClient > 0) this.#received.inc(final, result.bytesFromClient);
+      if (result.bytesToClient > 0) this.#sent.inc(final, result.bytesToClient);
+    };
+  }
+
+  /** A failure before any connection labels are known (an early deny): counted as failed and closed. */
+  connectionRefused(labels: Omit<TrafficLabels, 'response_flags'>, flag: ResponseFlag): void {
+    this.connectionOpened(labels)({ flag, bytesFromClient: 0, bytesToClient: 0 });
+  }
+
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
+
+export type ConnectionRecorder = (result: {
+  flag: ResponseFlag;
+  bytesFromClient: number;
+  bytesToClient: number;
+}) => void;

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: Apache-2.0
+import t from 'tap';
+import { loadConfig } from '../../../ztunnel/src/config.ts';
+
+const base = { NODE_NAME: 'node-1', LOCAL_XDS_PATH: '/etc/ztunnel/local.yaml' };
+
+t.test('defaults match upstream', async (t) => {
+  const c = loadConfig(base);
+  t.equal(c.trustDomain, 'cluster.local');
+  t.equal(c.adminPort, 15000);
+  t.equal(c.statsPort, 15020);
+  t.equal(c.readinessPort, 15021);
+  t.equal(c.inpodMark, 1337);
+  t.equal(c.drainDeadlineMs, 5000);
+  t.equal(c.secretTtlSeconds, 86400);
+  t.ok(Object.isFrozen(c));
+});
+
+t.test('drain deadline follows the termination grace period rule', async (t) => {
+  t.equal(loadConfig({ ...base, TERMINATION_GRACE_PERIOD_SECONDS: '30' }).drainDeadlineMs, 25_000);
+  t.equal(loadConfig({ ...base, TERMINATION_GRACE_PERIOD_SECONDS: '10' }).drainDeadlineMs, 9_000);
+  t.equal(loadConfig({ ...base, TERMINATION_GRACE_PERIOD_SECONDS: '1' }).drainDeadlineMs, 1_000);
+  t.equal(
+    loadConfig({ ...base, CONNECTION_TERMINATION_DEADLINE: '3', TERMINATION_GRACE_PERIOD_SECONDS: '30' })
+      .drainDeadlineMs,
+    3_000,
+  );
+});
+
+t.test('bad values name the variable, the value and what is expected', async (t) => {
+  t.throws(() => loadConfig({ LOCAL_XDS_PATH: 'x' }), /missing env var NODE_NAME/);
+  t.throws(() => loadConfig({ NODE_NAME: 'n' }), /no configuration source: set LOCAL_XDS_PATH/);
+  t.throws(
+    () => loadConfig({ ...base, ADMIN_PORT: 'abc' }),
+    /invalid env var ADMIN_PORT=abc \(expected an integer\)/,
+  );
+  t.throws(
+    () => loadConfig({ ...base, STATS_PORT: '70000' }),
+    /invalid env var STATS_PORT=70000 \(expected an integer in \[0, 65535\]\)/,
+  );
+  t.throws(() => loadConfig({ ...base, LOG_LEVEL: 'loud' }), /invalid env var LOG_LEVEL=loud/);
+  t.equal(loadConfig({ ...base, INPOD_MARK: '0x539' }).inpodMark, 1337);
+});

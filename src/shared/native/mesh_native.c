@@ -1,0 +1,757 @@
+// SPDX-License-Identifier: Apache-2.0
+// mesh_native: the Linux socket operations Node cannot do on its own (DESIGN.md decision 4):
+// enter a network namespace to create a socket there, set SO_MARK / IP_TRANSPARENT /
+// IP_FREEBIND before bind and connect, and read SO_ORIGINAL_DST. Modelled on
+// istio/ztunnel:src/socket.rs and src/inpod/netns.rs.
+//
+// Every function is synchronous and self-contained. A call that enters a netns does
+// create-configure-restore inside that one call: setns(2) is per thread, so the calling (main)
+// thread is back in its own netns before any JavaScript runs again; if it cannot get back we
+// abort, because continuing would run the whole process inside a pod's namespace.
+//
+// Errors are thrown as JS Errors with `code` (errno name, e.g. "EPERM"), `errno` (positive C
+// value) and `syscall`; argument errors are TypeErrors with code ERR_INVALID_ARG_TYPE/VALUE.
+// Built by scripts/build-native.sh (gcc + node-api-headers, no node-gyp).
+
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+
+#ifndef __linux__
+#error "mesh_native needs Linux (setns, SO_MARK, IP_TRANSPARENT, SO_ORIGINAL_DST)"
+#endif
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <node_api.h>
+
+// Values from the kernel UAPI headers, defined here so we need only libc headers (the netfilter
+// headers clash with netinet/in.h). linux/netfilter_ipv4.h: SO_ORIGINAL_DST 80;
+// linux/netfilter_ipv6/ip6_tables.h: IP6T_SO_ORIGINAL_DST 80; linux/in6.h: IPV6_FREEBIND 78
+// (Linux 4.15); linux/nsfs.h: NS_GET_NSTYPE _IO(0xb7, 0x3) (Linux 4.11); linux/sockios.h:
+// SIOCGSKNS 0x894C (Linux 4.9); linux/in.h: IP_BIND_ADDRESS_NO_PORT 24 (Linux 4.2).
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
+#ifndef IPV6_FREEBIND
+#define IPV6_FREEBIND 78
+#endif
+#ifndef IPV6_TRANSPARENT
+#define IPV6_TRANSPARENT 75
+#endif
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+#ifndef NS_GET_NSTYPE
+#define NS_GET_NSTYPE _IO(0xb7, 0x3)
+#endif
+#ifndef SIOCGSKNS
+#define SIOCGSKNS 0x894C
+#endif
+
+// Node's own default listen backlog (lib/net.js: backlog || 511).
+#define DEFAULT_BACKLOG 511
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+// Result of a syscall sequence: 0 on success, else errno and the name of the failing call.
+typedef struct {
+  int err;
+  const char *syscall;
+} sys_result;
+
+static const char *errno_name(int err) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  const char *name = strerrorname_np(err);
+  if (name != NULL) return name;
+#endif
+  switch (err) {
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case EBADF: return "EBADF";
+    case EACCES: return "EACCES";
+    case EINVAL: return "EINVAL";
+    case ENOTSOCK: return "ENOTSOCK";
+    case ENOPROTOOPT: return "ENOPROTOOPT";
+    case EADDRINUSE: return "EADDRINUSE";
+    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+    default: return "EUNKNOWN";
+  }
+}
+
+// Throws an Error whose message reads "<syscall> failed: <strerror> (<NAME>)[: detail]".
+static void throw_errno(napi_env env, int err, const char *syscall, const char *detail) {
+  char msg[512];
+  const char *name = errno_name(err);
+  if (detail != NULL && detail[0] != '\0') {
+    snprintf(msg, sizeof msg, "%s failed: %s (%s): %s", syscall, strerror(err), name, detail);
+  } else {
+    snprintf(msg, sizeof msg, "%s failed: %s (%s)", syscall, strerror(err), name);
+  }
+  napi_value code, message, error, errno_value, syscall_value;
+  if (napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code) != napi_ok ||
+      napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message) != napi_ok ||
+      napi_create_error(env, code, message, &error) != napi_ok ||
+      napi_create_int32(env, err, &errno_value) != napi_ok ||
+      napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value) != napi_ok ||
+      napi_set_named_property(env, error, "errno", errno_value) != napi_ok ||
+      napi_set_named_property(env, error, "syscall", syscall_value) != napi_ok) {
+    napi_throw_error(env, name, msg);
+    return;
+  }
+  napi_throw(env, error);
+}
+
+static void throw_sys(napi_env env, sys_result r, const char *detail) {
+  throw_errno(env, r.err, r.syscall, detail);
+}
+
+// Turns a failed napi_* call into a JS exception unless one is already pending.
+static void throw_napi_failure(napi_env env, const char *what) {
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return;
+  const napi_extended_error_info *info = NULL;
+  napi_get_last_error_info(env, &info);
+  char msg[256];
+  snprintf(msg, sizeof msg, "mesh_native: %s failed: %s", what,
+           info != NULL && info->error_message != NULL ? info->error_message : "unknown N-API error");
+  napi_throw_error(env, "ERR_NAPI", msg);
+}
+
+#define NAPI_CALL(env, call)                 \
+  do {                                       \
+    if ((call) != napi_ok) {                 \
+      throw_napi_failure((env), #call);      \
+      return NULL;                           \
+    }                                        \
+  } while (0)
+
+// ---------------------------------------------------------------------------------------------
+// Argument parsing. Each helper throws a TypeError and returns false on bad input.
+
+static bool type_error(napi_env env, const char *code, const char *msg) {
+  napi_throw_type_error(env, code, msg);
+  return false;
+}
+
+static bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    throw_napi_failure(env, "napi_get_cb_info");
+    return false;
+  }
+  if (argc < want) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "expected %zu argument(s), got %zu", want, argc);
+    return type_error(env, "ERR_MISSING_ARGS", msg);
+  }
+  return true;
+}
+
+// An integral JS number in [min, max].
+static bool value_to_int(napi_env env, napi_value v, const char *name, double min, double max,
+                         double *out) {
+  napi_valuetype t;
+  char msg[160];
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) {
+    snprintf(msg, sizeof msg, "%s must be a number", name);
+    return type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  }
+  double d;
+  napi_get_value_double(env, v, &d);
+  if (!isfinite(d) || d != trunc(d) || d < min || d > max) {
+    snprintf(msg, sizeof msg, "%s must be an integer in [%.0f, %.0f], got %g", name, min, max, d);
+    return type_error(env, "ERR_INVALID_ARG_VALUE", msg);
+  }
+  *out = d;
+  return true;
+}
+
+static bool arg_fd(napi_env env, napi_value v, int *fd) {
+  double d;
+  if (!value_to_int(env, v, "fd", 0, INT32_MAX, &d)) return false;
+  *fd = (int)d;
+  return true;
+}
+
+static bool arg_string(napi_env env, napi_value v, const char *name, char *buf, size_t size) {
+  napi_valuetype t;
+  char msg[160];
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) {
+    snprintf(msg, sizeof msg, "%s must be a string", name);
+    return type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  }
+  size_t len = 0;
+  napi_get_value_string_utf8(env, v, NULL, 0, &len);
+  if (len == 0 || len >= size) {
+    snprintf(msg, sizeof msg, "%s must be a non-empty string shorter than %zu bytes", name, size);
+    return type_error(env, "ERR_INVALID_ARG_VALUE", msg);
+  }
+  napi_get_value_string_utf8(env, v, buf, size, &len);
+  if (strlen(buf) != len) {
+    snprintf(msg, sizeof msg, "%s must not contain NUL characters", name);
+    return type_error(env, "ERR_INVALID_ARG_VALUE", msg);
+  }
+  return true;
+}
+
+// Reads opts[name]; *present is false when it is missing or undefined.
+static bool get_opt(napi_env env, napi_value obj, const char *name, napi_value *v, bool *present) {
+  napi_valuetype t;
+  if (napi_get_named_property(env, obj, name, v) != napi_ok || napi_typeof(env, *v, &t) != napi_ok) {
+    throw_napi_failure(env, "reading an option");
+    return false;
+  }
+  *present = t != napi_undefined;
+  return true;
+}
+
+static bool opt_bool(napi_env env, napi_value obj, const char *name, bool dflt, bool *out) {
+  napi_value v;
+  bool present;
+  if (!get_opt(env, obj, name, &v, &present)) return false;
+  if (!present) {
+    *out = dflt;
+    return true;
+  }
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t != napi_boolean) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "options.%s must be a boolean", name);
+    return type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  }
+  napi_get_value_bool(env, v, out);
+  return true;
+}
+
+static bool opt_int(napi_env env, napi_value obj, const char *name, double min, double max,
+                    bool *present, double *out) {
+  napi_value v;
+  if (!get_opt(env, obj, name, &v, present)) return false;
+  if (!*present) return true;
+  char label[64];
+  snprintf(label, sizeof label, "options.%s", name);
+  return value_to_int(env, v, label, min, max, out);
+}
+
+static bool opt_string(napi_env env, napi_value obj, const char *name, char *buf, size_t size,
+                       bool *present) {
+  napi_value v;
+  if (!get_opt(env, obj, name, &v, present)) return false;
+  if (!*present) return true;
+  char label[64];
+  snprintf(label, sizeof label, "options.%s", name);
+  return arg_string(env, v, label, buf, size);
+}
+
+static bool arg_object(napi_env env, napi_value v) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_object) {
+    return type_error(env, "ERR_INVALID_ARG_TYPE", "options must be an object");
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+
+typedef struct {
+  struct sockaddr_storage ss;
+  socklen_t len;
+} sockaddr_any;
+
+// Fills `out` from a numeric IP literal of the given family (4 or 6, or 0 = infer from text).
+static bool parse_addr(napi_env env, const char *what, const char *host, int port, int *family,
+                       sockaddr_any *out) {
+  memset(out, 0, sizeof *out);
+  int want = *family;
+  if (want == 0) want = strchr(host, ':') != NULL ? 6 : 4;
+  if (want == 4) {
+    struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+      sin->sin_family = AF_INET;
+      sin->sin_port = htons((uint16_t)port);
+      out->len = sizeof *sin;
+      *family = 4;
+      return true;
+    }
+  } else {
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+    if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+      sin6->sin6_family = AF_INET6;
+      sin6->sin6_port = htons((uint16_t)port);
+      out->len = sizeof *sin6;
+      *family = 6;
+      return true;
+    }
+  }
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s must be a numeric IPv%d address (no host names, no scope ids), got '%s'",
+           what, want, host);
+  return type_error(env, "ERR_INVALID_ARG_VALUE", msg);
+}
+
+static void wildcard_addr(int family, int port, sockaddr_any *out) {
+  memset(out, 0, sizeof *out);
+  if (family == 4) {
+    struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+    sin->sin_family = AF_INET;
+    sin->sin_addr.s_addr = htonl(INADDR_ANY);
+    sin->sin_port = htons((uint16_t)port);
+    out->len = sizeof *sin;
+  } else {
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_addr = in6addr_any;
+    sin6->sin6_port = htons((uint16_t)port);
+    out->len = sizeof *sin6;
+  }
+}
+
+static void format_addr(const sockaddr_any *a, char *buf, size_t size) {
+  char ip[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (a->ss.ss_family == AF_INET) {
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
+    inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip);
+    port = ntohs(sin->sin_port);
+    snprintf(buf, size, "%s:%d", ip, port);
+  } else {
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
+    inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof ip);
+    port = ntohs(sin6->sin6_port);
+    snprintf(buf, size, "[%s]:%d", ip, port);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Socket creation inside a netns
+
+// Creates a non-blocking, close-on-exec TCP socket, inside `netns_fd` when it is >= 0. Only the
+// socket(2) call runs in the target netns: a socket belongs to the netns it was created in, and
+// bind/setsockopt/listen/connect later act there whatever the calling thread's netns is.
+static sys_result create_tcp_socket(int netns_fd, int family, int *out_fd) {
+  sys_result r = {0, NULL};
+  int domain = family == 6 ? AF_INET6 : AF_INET;
+  int saved = -1;
+  if (netns_fd >= 0) {
+    saved = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (saved < 0) return (sys_result){errno, "open(/proc/thread-self/ns/net)"};
+    if (setns(netns_fd, CLONE_NEWNET) != 0) {
+      r = (sys_result){errno, "setns"};
+      close(saved);
+      return r;
+    }
+  }
+  int fd = socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd < 0) r = (sys_result){errno, "socket"};
+  if (saved >= 0) {
+    if (setns(saved, CLONE_NEWNET) != 0) {
+      // The thread is stuck in the pod's namespace. Returning would run JavaScript (and create
+      // every later socket) there, so stop the process, as ztunnel does (src/inpod/netns.rs).
+      fprintf(stderr, "mesh_native: FATAL: cannot return to the original network namespace: %s\n",
+              strerror(errno));
+      abort();
+    }
+    close(saved);
+  }
+  *out_fd = fd;
+  return r;
+}
+
+static int set_int_opt(int fd, int level, int name, int value) {
+  return setsockopt(fd, level, name, &value, sizeof value);
+}
+
+typedef struct {
+  int netns_fd;  // -1: current netns
+  int family;    // 4 or 6
+  bool transparent;
+  bool freebind;
+  bool has_mark;
+  uint32_t mark;
+  bool reuse_addr;
+  bool reuse_port;
+  bool has_v6only;
+  bool v6only;
+} socket_opts;
+
+// Options that must be in place before bind/connect, in ztunnel's order (src/socket.rs).
+static sys_result configure_socket(int fd, const socket_opts *o) {
+  if (o->reuse_addr && set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0)
+    return (sys_result){errno, "setsockopt(SO_REUSEADDR)"};
+  if (o->reuse_port && set_int_opt(fd, SOL_SOCKET, SO_REUSEPORT, 1) != 0)
+    return (sys_result){errno, "setsockopt(SO_REUSEPORT)"};
+  if (o->family == 6 && o->has_v6only && set_int_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, o->v6only ? 1 : 0) != 0)
+    return (sys_result){errno, "setsockopt(IPV6_V6ONLY)"};
+  if (o->transparent) {
+    int rc = o->family == 6 ? set_int_opt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+                            : set_int_opt(fd, IPPROTO_IP, IP_TRANSPARENT, 1);
+    if (rc != 0) return (sys_result){errno, o->family == 6 ? "setsockopt(IPV6_TRANSPARENT)" : "setsockopt(IP_TRANSPARENT)"};
+  }
+  if (o->freebind) {
+    int rc = o->family == 6 ? set_int_opt(fd, IPPROTO_IPV6, IPV6_FREEBIND, 1)
+                            : set_int_opt(fd, IPPROTO_IP, IP_FREEBIND, 1);
+    if (rc != 0) return (sys_result){errno, o->family == 6 ? "setsockopt(IPV6_FREEBIND)" : "setsockopt(IP_FREEBIND)"};
+  }
+  if (o->has_mark) {
+    // SO_MARK takes an unsigned 32-bit value (socket(7)).
+    uint32_t mark = o->mark;
+    if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0)
+      return (sys_result){errno, "setsockopt(SO_MARK)"};
+  }
+  return (sys_result){0, NULL};
+}
+
+// Parses the options shared by listenTcp and socketForConnect.
+static bool parse_socket_opts(napi_env env, napi_value obj, socket_opts *o) {
+  bool present;
+  double d;
+  o->netns_fd = -1;
+  if (!opt_int(env, obj, "netnsFd", 0, INT32_MAX, &present, &d)) return false;
+  if (present) o->netns_fd = (int)d;
+  if (!opt_int(env, obj, "family", 4, 6, &present, &d)) return false;
+  if (present && d != 4 && d != 6) return type_error(env, "ERR_INVALID_ARG_VALUE", "options.family must be 4 or 6");
+  o->family = present ? (int)d : 0;
+  if (!opt_bool(env, obj, "transparent", false, &o->transparent)) return false;
+  if (!opt_bool(env, obj, "freebind", false, &o->freebind)) return false;
+  if (!opt_int(env, obj, "mark", 0, 4294967295.0, &o->has_mark, &d)) return false;
+  o->mark = o->has_mark ? (uint32_t)d : 0;
+  return true;
+}
+
+static napi_value fd_result(napi_env env, int fd) {
+  napi_value out;
+  if (napi_create_int32(env, fd, &out) != napi_ok) {
+    close(fd);
+    throw_napi_failure(env, "napi_create_int32");
+    return NULL;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exported functions
+
+// openNetns(path): O_RDONLY|O_CLOEXEC fd of a network namespace file.
+static napi_value OpenNetns(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char path[4096];
+  if (!get_args(env, info, 1, argv) || !arg_string(env, argv[0], "path", path, sizeof path)) return NULL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    throw_errno(env, errno, "open", path);
+    return NULL;
+  }
+  // Refuse anything that is not a network namespace now rather than at the first setns.
+  int type = ioctl(fd, NS_GET_NSTYPE);
+  if (type != CLONE_NEWNET) {
+    // ENOTTY: not an nsfs file at all; another type: a namespace, but not a network one.
+    int err = type < 0 && errno != ENOTTY ? errno : EINVAL;
+    close(fd);
+    char detail[4200];
+    snprintf(detail, sizeof detail, "%s is not a network namespace file", path);
+    throw_errno(env, err, "ioctl(NS_GET_NSTYPE)", detail);
+    return NULL;
+  }
+  return fd_result(env, fd);
+}
+
+// currentNetns(): fd of the calling thread's own network namespace.
+static napi_value CurrentNetns(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    throw_errno(env, errno, "open", "/proc/thread-self/ns/net");
+    return NULL;
+  }
+  return fd_result(env, fd);
+}
+
+static napi_value CloseFd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !arg_fd(env, argv[0], &fd)) return NULL;
+  if (close(fd) != 0 && errno != EINTR) throw_errno(env, errno, "close", NULL);
+  return NULL;
+}
+
+static napi_value inode_result(napi_env env, int fd, const char *syscall) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    throw_errno(env, errno, syscall, NULL);
+    return NULL;
+  }
+  napi_value out;
+  // Namespace inode numbers are 32-bit (proc_alloc_inum), exact in a double.
+  NAPI_CALL(env, napi_create_double(env, (double)st.st_ino, &out));
+  return out;
+}
+
+// netnsInode(fd): inode of a netns fd; two fds name the same namespace iff the inodes match.
+static napi_value NetnsInode(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !arg_fd(env, argv[0], &fd)) return NULL;
+  return inode_result(env, fd, "fstat");
+}
+
+// socketNetnsInode(fd): inode of the netns a socket belongs to (ioctl SIOCGSKNS).
+static napi_value SocketNetnsInode(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !arg_fd(env, argv[0], &fd)) return NULL;
+  int ns = ioctl(fd, SIOCGSKNS);
+  if (ns < 0) {
+    throw_errno(env, errno, "ioctl(SIOCGSKNS)", NULL);
+    return NULL;
+  }
+  napi_value out = inode_result(env, ns, "fstat");
+  close(ns);
+  return out;
+}
+
+// listenTcp(opts) -> listening fd.
+static napi_value ListenTcp(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv) || !arg_object(env, argv[0])) return NULL;
+  socket_opts o;
+  memset(&o, 0, sizeof o);
+  if (!parse_socket_opts(env, argv[0], &o)) return NULL;
+  char host[INET6_ADDRSTRLEN + 1];
+  bool present;
+  double d;
+  if (!opt_string(env, argv[0], "host", host, sizeof host, &present)) return NULL;
+  if (!present) {
+    type_error(env, "ERR_INVALID_ARG_TYPE", "options.host must be a string");
+    return NULL;
+  }
+  if (!opt_int(env, argv[0], "port", 0, 65535, &present, &d)) return NULL;
+  if (!present) {
+    type_error(env, "ERR_INVALID_ARG_TYPE", "options.port must be a number");
+    return NULL;
+  }
+  int port = (int)d;
+  // libuv sets SO_REUSEADDR on every TCP bind (src/unix/tcp.c); keep that default.
+  if (!opt_bool(env, argv[0], "reuseAddr", true, &o.reuse_addr)) return NULL;
+  if (!opt_bool(env, argv[0], "reusePort", false, &o.reuse_port)) return NULL;
+  if (!opt_bool(env, argv[0], "v6only", false, &o.v6only)) return NULL;
+  o.has_v6only = true;
+  if (!opt_int(env, argv[0], "backlog", 1, INT32_MAX, &present, &d)) return NULL;
+  int backlog = present ? (int)d : DEFAULT_BACKLOG;
+  sockaddr_any addr;
+  if (!parse_addr(env, "options.host", host, port, &o.family, &addr)) return NULL;
+
+  int fd = -1;
+  sys_result r = create_tcp_socket(o.netns_fd, o.family, &fd);
+  if (r.err == 0) r = configure_socket(fd, &o);
+  if (r.err == 0 && bind(fd, (struct sockaddr *)&addr.ss, addr.len) != 0) r = (sys_result){errno, "bind"};
+  if (r.err == 0 && listen(fd, backlog) != 0) r = (sys_result){errno, "listen"};
+  if (r.err != 0) {
+    if (fd >= 0) close(fd);
+    char where[80];
+    format_addr(&addr, where, sizeof where);
+    throw_sys(env, r, where);
+    return NULL;
+  }
+  return fd_result(env, fd);
+}
+
+// socketForConnect(opts) -> unconnected (optionally bound) fd for new net.Socket({fd}).connect().
+static napi_value SocketForConnect(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv) || !arg_object(env, argv[0])) return NULL;
+  socket_opts o;
+  memset(&o, 0, sizeof o);
+  if (!parse_socket_opts(env, argv[0], &o)) return NULL;
+  char host[INET6_ADDRSTRLEN + 1];
+  bool has_host, has_port;
+  double d = 0;
+  if (!opt_string(env, argv[0], "bindHost", host, sizeof host, &has_host)) return NULL;
+  if (!opt_int(env, argv[0], "bindPort", 0, 65535, &has_port, &d)) return NULL;
+  int port = has_port ? (int)d : 0;
+  if (o.family == 0) {
+    if (!has_host) {
+    type_error(env, "ERR_INVALID_ARG_TYPE", "options.family must be 4 or 6");
+    return NULL;
+  }
+  }
+  sockaddr_any addr;
+  if (has_host) {
+    if (!parse_addr(env, "options.bindHost", host, port, &o.family, &addr)) return NULL;
+  } else {
+    wildcard_addr(o.family, port, &addr);
+  }
+
+  int fd = -1;
+  sys_result r = create_tcp_socket(o.netns_fd, o.family, &fd);
+  if (r.err == 0) r = configure_socket(fd, &o);
+  if (r.err == 0 && has_host && port == 0) {
+    // Let connect() pick the source port against the full 4-tuple instead of reserving one per
+    // source address at bind time: many connections may share one spoofed source (ip(7)).
+    if (set_int_opt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1) != 0)
+      r = (sys_result){errno, "setsockopt(IP_BIND_ADDRESS_NO_PORT)"};
+  }
+  if (r.err == 0 && (has_host || has_port) && bind(fd, (struct sockaddr *)&addr.ss, addr.len) != 0)
+    r = (sys_result){errno, "bind"};
+  if (r.err != 0) {
+    if (fd >= 0) close(fd);
+    char where[80] = "";
+    if (has_host || has_port) format_addr(&addr, where, sizeof where);
+    throw_sys(env, r, where);
+    return NULL;
+  }
+  return fd_result(env, fd);
+}
+
+// originalDst(fd) -> { address, port, family } from conntrack (SO_ORIGINAL_DST /
+// IP6T_SO_ORIGINAL_DST), as istio/ztunnel:src/socket.rs orig_dst_addr.
+static napi_value OriginalDst(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !arg_fd(env, argv[0], &fd)) return NULL;
+  sockaddr_any local;
+  local.len = sizeof local.ss;
+  if (getsockname(fd, (struct sockaddr *)&local.ss, &local.len) != 0) {
+    throw_errno(env, errno, "getsockname", NULL);
+    return NULL;
+  }
+  char ip[INET6_ADDRSTRLEN];
+  int port, family;
+  bool v4 = local.ss.ss_family == AF_INET;
+  if (local.ss.ss_family == AF_INET6 &&
+      IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&local.ss)->sin6_addr)) {
+    // An IPv4 connection accepted on a dual-stack socket is tracked as IPv4.
+    v4 = true;
+  } else if (local.ss.ss_family != AF_INET && local.ss.ss_family != AF_INET6) {
+    throw_errno(env, EAFNOSUPPORT, "getsockname", "not an IPv4/IPv6 socket");
+    return NULL;
+  }
+  if (v4) {
+    struct sockaddr_in sin;
+    socklen_t len = sizeof sin;
+    memset(&sin, 0, sizeof sin);
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &sin, &len) != 0) {
+      throw_errno(env, errno, "getsockopt(SO_ORIGINAL_DST)", NULL);
+      return NULL;
+    }
+    inet_ntop(AF_INET, &sin.sin_addr, ip, sizeof ip);
+    port = ntohs(sin.sin_port);
+    family = 4;
+  } else {
+    struct sockaddr_in6 sin6;
+    socklen_t len = sizeof sin6;
+    memset(&sin6, 0, sizeof sin6);
+    if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &sin6, &len) != 0) {
+      throw_errno(env, errno, "getsockopt(IP6T_SO_ORIGINAL_DST)", NULL);
+      return NULL;
+    }
+    inet_ntop(AF_INET6, &sin6.sin6_addr, ip, sizeof ip);
+    port = ntohs(sin6.sin6_port);
+    family = 6;
+  }
+  napi_value out, address, port_value, family_value;
+  NAPI_CALL(env, napi_create_object(env, &out));
+  NAPI_CALL(env, napi_create_string_utf8(env, ip, NAPI_AUTO_LENGTH, &address));
+  NAPI_CALL(env, napi_create_int32(env, port, &port_value));
+  NAPI_CALL(env, napi_create_int32(env, family, &family_value));
+  NAPI_CALL(env, napi_set_named_property(env, out, "address", address));
+  NAPI_CALL(env, napi_set_named_property(env, out, "port", port_value));
+  NAPI_CALL(env, napi_set_named_property(env, out, "family", family_value));
+  return out;
+}
+
+static napi_value SetMark(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  double d;
+  if (!get_args(env, info, 2, argv) || !arg_fd(env, argv[0], &fd) ||
+      !value_to_int(env, argv[1], "mark", 0, 4294967295.0, &d))
+    return NULL;
+  uint32_t mark = (uint32_t)d;
+  if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0)
+    throw_errno(env, errno, "setsockopt(SO_MARK)", NULL);
+  return NULL;
+}
+
+static napi_value GetMark(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!get_args(env, info, 1, argv) || !arg_fd(env, argv[0], &fd)) return NULL;
+  uint32_t mark = 0;
+  socklen_t len = sizeof mark;
+  if (getsockopt(fd, SOL_SOCKET, SO_MARK, &mark, &len) != 0) {
+    throw_errno(env, errno, "getsockopt(SO_MARK)", NULL);
+    return NULL;
+  }
+  napi_value out;
+  NAPI_CALL(env, napi_create_uint32(env, mark, &out));
+  return out;
+}
+
+static napi_value SetTransparent(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  if (!get_args(env, info, 2, argv) || !arg_fd(env, argv[0], &fd)) return NULL;
+  napi_valuetype t;
+  NAPI_CALL(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_boolean) {
+    type_error(env, "ERR_INVALID_ARG_TYPE", "on must be a boolean");
+    return NULL;
+  }
+  bool on;
+  NAPI_CALL(env, napi_get_value_bool(env, argv[1], &on));
+  int domain = 0;
+  socklen_t len = sizeof domain;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) {
+    throw_errno(env, errno, "getsockopt(SO_DOMAIN)", NULL);
+    return NULL;
+  }
+  bool v6 = domain == AF_INET6;
+  if (set_int_opt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_TRANSPARENT : IP_TRANSPARENT, on ? 1 : 0) != 0)
+    throw_errno(env, errno, v6 ? "setsockopt(IPV6_TRANSPARENT)" : "setsockopt(IP_TRANSPARENT)", NULL);
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  static const struct {
+    const char *name;
+    napi_callback fn;
+  } fns[] = {
+      {"openNetns", OpenNetns},
+      {"currentNetns", CurrentNetns},
+      {"closeFd", CloseFd},
+      {"netnsInode", NetnsInode},
+      {"socketNetnsInode", SocketNetnsInode},
+      {"listenTcp", ListenTcp},
+      {"socketForConnect", SocketForConnect},
+      {"originalDst", OriginalDst},
+      {"setMark", SetMark},
+      {"getMark", GetMark},
+      {"setTransparent", SetTransparent},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value fn;
+    NAPI_CALL(env, napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn));
+    NAPI_CALL(env, napi_set_named_property(env, exports, fns[i].name, fn));
+  }
+  return exports;
+}

@@ -3,7 +3,7 @@
 // (istio/ztunnel:src/config.rs), parsed once at start-up, validated strictly, frozen, and shown in
 // /config_dump. An invalid value stops start-up with a message naming the variable, the value
 // and what is expected.
-import { MeshError } from '../../src/shared/errors.ts';
+import { MeshError } from '../../../src/shared/errors.ts';
 
 export class ConfigError extends MeshError {}
 

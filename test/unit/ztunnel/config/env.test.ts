@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 import t from 'tap';
-import { loadConfig } from '../../../ztunnel/src/config.ts';
+import { loadConfig } from '../../../../ztunnel/src/config/env.ts';
 
 const base = { NODE_NAME: 'node-1', LOCAL_XDS_PATH: '/etc/ztunnel/local.yaml' };
 

@@ -65,7 +65,10 @@ export interface CaOptions {
   defaultTtlSeconds?: number;
   /** Default 90 days; requests above are REFUSED (not clamped), like istiod. */
   maxTtlSeconds?: number;
-  /** Issue workload certs from an intermediate signed by the root. */
+  /**
+   * Issue workload certs from an intermediate signed by the root. An intermediate already present
+   * in `dir` or `keyMaterial` is used even when this is false.
+   */
   useIntermediate?: boolean;
   /** Injectable clock for tests. */
   now?: () => Date;
@@ -315,7 +318,14 @@ export class CertificateAuthority {
     const nowMs = this.#now().getTime();
     const notBefore = floorSeconds(nowMs - BACKDATE_SECONDS * 1000);
     const notAfter = floorSeconds(nowMs + ttl * 1000);
-    if (this.#intermediate && this.#intermediate.cert.notAfter < notAfter) await this.#renewIntermediate();
+    // Renew the intermediate when it cannot cover this TTL but a new one (capped by the root) could.
+    if (
+      this.#intermediate &&
+      this.#intermediate.cert.notAfter < notAfter &&
+      this.#root.cert.notAfter >= notAfter
+    ) {
+      await this.#renewIntermediate();
+    }
     const signer = this.#intermediate ?? this.#root;
     if (signer.cert.notAfter < notAfter) {
       throw new IdentityError(

@@ -238,7 +238,10 @@ export class CertificateManager extends EventEmitter<CertificateManagerEvents> {
     return this.#fetch(entry, Priority.RealTime);
   }
 
-  /** Starts fetching a certificate in advance (Warmup priority); errors are reported via 'failed'. */
+  /**
+   * Starts fetching a certificate in advance (Warmup priority, e.g. when WDS delivers a local
+   * HBONE workload); errors are reported via 'failed'. Throws only for an invalid identity.
+   */
   prefetch(identity: string): void {
     if (this.#closed) return;
     parseSpiffeId(identity);
@@ -425,8 +428,9 @@ export class CertificateManager extends EventEmitter<CertificateManagerEvents> {
     const now = this.#now().getTime();
     let delay = this.backoffDelayMs(entry.failures++);
     const cert = this.#valid(entry);
-    // Clamped to expiry: never sleep past the moment the current certificate becomes unusable.
-    if (cert) delay = Math.min(delay, Math.max(0, cert.notAfter.getTime() - now));
+    // Clamped to expiry: never sleep past the first instant the current certificate is unusable
+    // (notAfter is inclusive, so that is notAfter + 1 ms; this also keeps the delay above zero).
+    if (cert) delay = Math.min(delay, cert.notAfter.getTime() + 1 - now);
     entry.retryAt = now + delay;
     this.#setTimer(entry, now + delay, () => {
       entry.retryAt = undefined;

@@ -48,6 +48,12 @@ export interface SocketFactory {
   listen(opts: ListenOptions): Promise<net.Server>;
   /** A socket that is connected, with TCP_NODELAY set. */
   connect(opts: ConnectOptions): Promise<net.Socket>;
+  /**
+   * Starts a connection and returns the socket at once (still connecting), for callers that
+   * need a socket synchronously, such as the HBONE client's dial hook. Errors surface as the
+   * socket's 'error' event; TCP_NODELAY is set on connect.
+   */
+  dial(opts: Omit<ConnectOptions, 'timeoutMs'>): net.Socket;
   /** The destination the client originally asked for, before any REDIRECT. */
   originalDst(socket: net.Socket): OriginalDst;
 }
@@ -149,15 +155,19 @@ export class DefaultSocketFactory implements SocketFactory {
    * ordinary local address and `localAddress` (a foreign client IP) is not bound.
    */
   connect(opts: ConnectOptions): Promise<net.Socket> {
+    return whenConnected(this.dial(opts), opts);
+  }
+
+  dial(opts: Omit<ConnectOptions, 'timeoutMs'>): net.Socket {
     const socket = new net.Socket({ allowHalfOpen: true });
-    const done = whenConnected(socket, opts);
+    socket.once('connect', () => socket.setNoDelay(true));
     socket.connect({
       host: opts.host,
       port: opts.port,
       ...(opts.localAddress !== undefined &&
         opts.transparent !== true && { localAddress: opts.localAddress }),
     });
-    return done;
+    return socket;
   }
 
   /** Without iptables there is no redirect: the original destination is the local address. */
@@ -237,6 +247,11 @@ export class InPodSocketFactory implements SocketFactory {
   }
 
   async connect(opts: ConnectOptions): Promise<net.Socket> {
+    // dial() throws synchronously for bad input; the async wrapper turns that into a rejection.
+    return whenConnected(this.dial(opts), opts);
+  }
+
+  dial(opts: Omit<ConnectOptions, 'timeoutMs'>): net.Socket {
     if (net.isIP(opts.host) === 0) {
       // node:net would resolve a name from ztunnel's own netns (and resolver), not the pod's.
       throw new MeshError(
@@ -261,9 +276,9 @@ export class InPodSocketFactory implements SocketFactory {
       throw err;
     }
     // connect() must follow in the same tick (see socketForConnect in src/shared/native).
-    const done = whenConnected(socket, opts);
+    socket.once('connect', () => socket.setNoDelay(true));
     socket.connect({ host: opts.host, port: opts.port });
-    return done;
+    return socket;
   }
 
   originalDst(socket: net.Socket): OriginalDst {

@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: Apache-2.0
+// A whole mesh in network namespaces (DESIGN.md §4): the test bed's nodes and pods, the in-pod
+// redirection rules in every meshed pod, one real ztunnel process per node running inside the
+// node netns from a static configuration, and a shared local CA. Used by the ztunnel netns
+// proofs and the benchmark's ztunnel path.
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { applyRedirection } from '../../cni-plugin/src/redirect/apply.ts';
+import { CertificateAuthority } from '../../src/shared/identity/ca.ts';
+import { NODE_BIN } from './testbed-apps.ts';
+import { createTestbed, type Pod, type Testbed } from './testbed.ts';
+import { httpGetInNetns } from './netns-net.ts';
+
+export interface MeshPodSpec {
+  name: string;
+  node: number;
+  namespace: string;
+  serviceAccount?: string;
+  /** Enrolled in the mesh (rules applied, proxied by its node's ztunnel). Default true. */
+  mesh?: boolean;
+}
+
+/** The workload/service/policy document, built once pod IPs are known (static config shape). */
+export type ConfigBuilder = (pods: Record<string, Pod>) => Record<string, unknown>;
+
+export interface MeshBed {
+  tb: Testbed;
+  pods: Record<string, Pod>;
+  ca: CertificateAuthority;
+  caDir: string;
+  configPath: string;
+  ztunnels: ZtunnelProc[];
+  /** Rewrites the static config (ztunnels reload it on change). */
+  writeConfig(doc: Record<string, unknown>): void;
+  destroy(): Promise<void>;
+}
+
+export interface ZtunnelProc {
+  node: number;
+  child: ChildProcess;
+  logs: string[];
+  netnsPath: string;
+  /** GET on one of ztunnel's ports inside the node netns. */
+  get(port: number, path: string): Promise<{ status: number; body: string }>;
+  /** Parsed access-log lines seen so far. */
+  accessLogs(): Record<string, unknown>[];
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export const ZTUNNEL_MAIN = join(import.meta.dirname, '../../ztunnel/src/main.ts');
+
+function waitFor(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const tick = (): void => {
+      cond().then(
+        (ok) => {
+          if (ok) resolve();
+          else if (Date.now() > deadline) reject(new Error(`timed out waiting for ${what}`));
+          else setTimeout(tick, 100);
+        },
+        () => {
+          if (Date.now() > deadline) reject(new Error(`timed out waiting for ${what}`));
+          else setTimeout(tick, 100);
+        },
+      );
+    };
+    tick();
+  });
+}
+
+export async function startMeshBed(opts: {
+  nodes: number;
+  pods: MeshPodSpec[];
+  config: ConfigBuilder;
+  env?: Record<string, string>;
+  trustDomain?: string;
+}): Promise<MeshBed> {
+  const tb = await createTestbed({ nodes: opts.nodes });
+  const ztunnels: ZtunnelProc[] = [];
+  try {
+    const pods: Record<string, Pod> = {};
+    for (const spec of opts.pods) {
+      pods[spec.name] = await tb.addPod({ node: spec.node, name: spec.name, namespace: spec.namespace });
+    }
+    for (const spec of opts.pods) {
+      if (spec.mesh === false) continue;
+      await applyRedirection(pods[spec.name]!.netnsPath, {}, { backend: 'iptables' });
+    }
+    const dir = join(tb.stateDir, 'mesh');
+    const caDir = join(dir, 'ca');
+    mkdirSync(caDir, { recursive: true });
+    const trustDomain = opts.trustDomain ?? 'cluster.local';
+    const ca = await CertificateAuthority.create({ trustDomain, dir: caDir });
+    const configPath = join(dir, 'config.yaml');
+    const writeConfig = (doc: Record<string, unknown>): void => {
+      const tmp = `${configPath}.tmp`;
+      writeFileSync(tmp, stringify(doc));
+      // Rename into place so a reader never sees a half-written file.
+      renameSync(tmp, configPath);
+    };
+    writeConfig(opts.config(pods));
+
+    for (const node of tb.nodes) {
+      const inpod = opts.pods
+        .filter((p) => p.mesh !== false && p.node === node.index)
+        .map((p) => ({
+          uid: `uid-${p.name}`,
+          name: p.name,
+          namespace: p.namespace,
+          serviceAccount: p.serviceAccount ?? 'default',
+          netns: pods[p.name]!.netnsPath,
+        }));
+      const inpodPath = join(dir, `inpod-node-${node.index}.yaml`);
+      writeFileSync(inpodPath, stringify({ workloads: inpod }));
+      const child = node.spawn(NODE_BIN, [ZTUNNEL_MAIN], {
+        env: {
+          ...process.env,
+          NODE_NAME: `node-${node.index}`,
+          TRUST_DOMAIN: trustDomain,
+          LOCAL_XDS_PATH: configPath,
+          LOCAL_CA_DIR: caDir,
+          INPOD_WORKLOADS: inpodPath,
+          TERMINATION_GRACE_PERIOD_SECONDS: '3',
+          ...opts.env,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const logs: string[] = [];
+      let partial = '';
+      const onData = (b: Buffer): void => {
+        partial += b.toString('utf8');
+        const lines = partial.split('\n');
+        partial = lines.pop() ?? '';
+        logs.push(...lines.filter((l) => l !== ''));
+      };
+      child.stdout?.on('data', onData);
+      child.stderr?.on('data', onData);
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      const zt: ZtunnelProc = {
+        node: node.index,
+        child,
+        logs,
+        netnsPath: node.netnsPath,
+        get: (port, path) => httpGetInNetns(node.netnsPath, port, path),
+        accessLogs: () =>
+          logs
+            .filter((l) => l.includes('"scope":"access"'))
+            .map((l) => JSON.parse(l) as Record<string, unknown>),
+        stop: async (signal = 'SIGTERM') => {
+          if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+          child.kill(signal);
+          return exited;
+        },
+      };
+      ztunnels.push(zt);
+    }
+    for (const zt of ztunnels) {
+      await waitFor(
+        async () => {
+          if (zt.child.exitCode !== null)
+            throw new Error(`ztunnel on node ${zt.node} exited: ${zt.logs.join('\n')}`);
+          return (await zt.get(15021, '/healthz/ready')).status === 200;
+        },
+        20_000,
+        `ztunnel on node ${zt.node} to be ready (logs: ${zt.logs.slice(-5).join(' | ')})`,
+      ).catch((err: unknown) => {
+        throw new Error(`${String(err)}\nlogs:\n${zt.logs.join('\n')}`);
+      });
+    }
+    return {
+      tb,
+      pods,
+      ca,
+      caDir,
+      configPath,
+      ztunnels,
+      writeConfig,
+      destroy: async () => {
+        await Promise.all(ztunnels.map((z) => z.stop('SIGKILL')));
+        await tb.destroy();
+      },
+    };
+  } catch (err) {
+    await Promise.all(ztunnels.map((z) => z.stop('SIGKILL')));
+    await tb.destroy();
+    throw err;
+  }
+}

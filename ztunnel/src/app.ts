@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: Apache-2.0
+// Wiring of a ztunnel process: state (static config today, WDS later), certificates (a local CA
+// in static mode, the controller's CA service later), the in-pod workload manager, telemetry and
+// the admin/metrics/readiness endpoints. main.ts parses the environment and calls startZtunnel.
+import type { Logger } from 'pino';
+import { CertificateAuthority } from '../../src/shared/identity/ca.ts';
+import { CertificateManager, type CertificateSigner } from '../../src/shared/identity/cert-manager.ts';
+import { errorMessage } from '../../src/shared/errors.ts';
+import { startAdminServers, type AdminServers } from './admin/servers.ts';
+import { Readiness } from './admin/readiness.ts';
+import type { ZtunnelConfig } from './config/env.ts';
+import { watchStaticConfig, type StaticConfigWatcher } from './config/static-config.ts';
+import { InPodSocketFactory } from './inpod/socket-factory.ts';
+import { loadStaticWorkloads } from './inpod/static-workloads.ts';
+import { WorkloadManager, type ManagedSocketFactory, type NetnsRef } from './inpod/workload-manager.ts';
+import type { WorkloadProxyPorts } from './inpod/workload-proxy.ts';
+import type { ProxyContext } from './proxy/context.ts';
+import { StateStore } from './state/store.ts';
+import { AccessLog, createLogger } from './telemetry/access-log.ts';
+import { ZtunnelMetrics } from './telemetry/metrics.ts';
+
+export interface ZtunnelOptions {
+  readonly logger?: Logger;
+  /** Override the in-pod socket factory (tests without network namespaces). */
+  readonly socketFactory?: (netns: NetnsRef) => ManagedSocketFactory;
+  readonly proxyPorts?: WorkloadProxyPorts;
+  /** A certificate signer other than the local CA (the controller's CA service). */
+  readonly signer?: CertificateSigner;
+}
+
+export interface Ztunnel {
+  readonly config: ZtunnelConfig;
+  readonly store: StateStore;
+  readonly workloads: WorkloadManager;
+  readonly metrics: ZtunnelMetrics;
+  readonly readiness: Readiness;
+  readonly admin: AdminServers;
+  readonly logger: Logger;
+  /** Graceful shutdown: stop accepting, drain up to the deadline, close everything. */
+  shutdown(): Promise<void>;
+}
+
+async function localCaSigner(cfg: ZtunnelConfig): Promise<CertificateSigner> {
+  if (cfg.localCaDir === undefined) {
+    throw new Error('static mode needs LOCAL_CA_DIR (a directory holding, or to hold, the local CA root)');
+  }
+  const ca = await CertificateAuthority.create({ trustDomain: cfg.trustDomain, dir: cfg.localCaDir });
+  return async (req) =>
+    (await ca.sign({ csrPem: req.csrPem, identity: req.identity, ttlSeconds: req.ttlSeconds })).certChainPem;
+}
+
+export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}): Promise<Ztunnel> {
+  const logger = opts.logger ?? createLogger({ level: cfg.logLevel });
+  const metrics = new ZtunnelMetrics({ defaultMetrics: true });
+  const store = new StateStore();
+  const readiness = new Readiness();
+  const stateReady = readiness.register('state manager');
+  const proxiesReady = readiness.register('workload proxy manager');
+
+  let watcher: StaticConfigWatcher | undefined;
+  if (cfg.localXdsPath !== undefined) {
+    const path = cfg.localXdsPath;
+    watcher = watchStaticConfig(
+      path,
+      (snapshot) => {
+        store.replaceAll(snapshot);
+        stateReady();
+        logger.info(
+          {
+            scope: 'state',
+            workloads: snapshot.workloads.length,
+            services: snapshot.services.length,
+            policies: snapshot.policies.length,
+          },
+          `loaded ${path}`,
+        );
+      },
+      (err) =>
+        logger.error({ scope: 'state', err: err.message }, `rejected ${path}; keeping the last good config`),
+    );
+    await watcher.ready;
+  }
+
+  const signer = opts.signer ?? (await localCaSigner(cfg));
+  const certs = new CertificateManager({ signer, ttlSeconds: cfg.secretTtlSeconds });
+  const ctx: ProxyContext = {
+    store,
+    certs,
+    metrics,
+    accessLog: new AccessLog(logger),
+    logger,
+    nodeName: cfg.nodeName,
+    trustDomain: cfg.trustDomain,
+    network: cfg.network,
+    hbone: {
+      ...(cfg.http2.streamWindowBytes !== undefined && { streamWindowBytes: cfg.http2.streamWindowBytes }),
+      ...(cfg.http2.connectionWindowBytes !== undefined && {
+        connectionWindowBytes: cfg.http2.connectionWindowBytes,
+      }),
+      ...(cfg.http2.frameSize !== undefined && { maxFrameSize: cfg.http2.frameSize }),
+      ...(cfg.http2.poolMaxStreamsPerConnection !== undefined && {
+        poolMaxStreamsPerConnection: cfg.http2.poolMaxStreamsPerConnection,
+      }),
+    },
+    connectTimeoutMs: 10_000,
+    workloadWaitMs: 5_000,
+  };
+  const socketFactory =
+    opts.socketFactory ??
+    ((ns: NetnsRef): ManagedSocketFactory =>
+      new InPodSocketFactory(
+        'path' in ns ? { netnsPath: ns.path, mark: cfg.inpodMark } : { netnsFd: ns.fd, mark: cfg.inpodMark },
+      ));
+  const workloads = new WorkloadManager(ctx, {
+    socketFactory,
+    ...(opts.proxyPorts && { ports: opts.proxyPorts }),
+  });
+  workloads.on('pending', (n) => {
+    if (n > 0) readiness.markPending('workload proxy manager');
+  });
+
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = (): Promise<void> => {
+    shuttingDown ??= (async () => {
+      logger.info({ scope: 'app', deadlineMs: cfg.drainDeadlineMs }, 'draining');
+      readiness.markPending('shutdown');
+      watcher?.close();
+      await workloads.stopAll(cfg.drainDeadlineMs);
+      certs.close();
+      await admin.close();
+      logger.info({ scope: 'app' }, 'stopped');
+    })();
+    return shuttingDown;
+  };
+
+  const admin = await startAdminServers(
+    {
+      configDump: () => ({
+        ...store.snapshot(),
+        workloadState: workloads.snapshot(),
+        config: cfg,
+        version: { component: 'ztunnel', tag: '0.1.0' },
+      }),
+      metrics: () => metrics.render(),
+      readiness,
+      quit: () => void shutdown(),
+      logLevel: (level) => {
+        if (level !== undefined) logger.level = level;
+        return logger.level;
+      },
+    },
+    {
+      adminPort: cfg.adminPort,
+      metricsPort: cfg.statsPort,
+      readinessPort: cfg.readinessPort,
+      metricsHost: cfg.statsAddress,
+    },
+  );
+
+  if (cfg.inpodWorkloadsPath !== undefined) {
+    const pods = await loadStaticWorkloads(cfg.inpodWorkloadsPath);
+    const results = await Promise.allSettled(pods.map((p) => workloads.add(p.info, { path: p.netnsPath })));
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') {
+        logger.error(
+          { scope: 'inpod', pod: pods[i]?.info.name, err: errorMessage(r.reason) },
+          'pod proxy pending',
+        );
+      }
+    });
+  }
+  if (workloads.pendingCount === 0) proxiesReady();
+  workloads.on('pending', (n) => {
+    if (n === 0) proxiesReady();
+  });
+  return { config: cfg, store, workloads, metrics, readiness, admin, logger, shutdown };
+}

@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: Apache-2.0
+// One pod's proxy (spec §2.7): listeners 15001 (outbound), 15006 (inbound plaintext) and 15008
+// (inbound HBONE) opened inside the pod's network namespace through its SocketFactory, an HBONE
+// client pool of its own (tunnels are never shared across pods, spec §1.5) and the pod's
+// certificate. Listeners use SO_REUSEPORT so a new ztunnel can take over during a handoff.
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { HboneClient } from '../../../src/shared/hbone/client.ts';
+import { HboneServer } from '../../../src/shared/hbone/server.ts';
+import { errorMessage } from '../../../src/shared/errors.ts';
+import type { WorkloadCertificate } from '../../../src/shared/identity/cert-manager.ts';
+import { PORTS } from '../ports.ts';
+import type { Workload } from '../state/types.ts';
+import type { PodInfo, ProxyContext } from '../proxy/context.ts';
+import { handleOutbound } from '../proxy/outbound.ts';
+import { InboundHandler } from '../proxy/inbound.ts';
+import { handleInboundPlaintext } from '../proxy/inbound-passthrough.ts';
+import type { SocketFactory } from './socket-factory.ts';
+import { MeshError } from '../../../src/shared/errors.ts';
+
+export interface WorkloadProxyPorts {
+  readonly outbound: number;
+  readonly inboundPlaintext: number;
+  readonly hbone: number;
+  /** Address the listeners bind to inside the pod netns (wildcard by default). */
+  readonly host: string;
+}
+
+export const DEFAULT_PROXY_PORTS: WorkloadProxyPorts = {
+  outbound: PORTS.outbound,
+  inboundPlaintext: PORTS.inboundPlaintext,
+  hbone: PORTS.hbone,
+  host: '0.0.0.0',
+};
+
+export class WorkloadProxy {
+  readonly pod: PodInfo;
+  readonly identity: string;
+  readonly #ctx: ProxyContext;
+  readonly #sockets: SocketFactory;
+  readonly #ports: WorkloadProxyPorts;
+  readonly #open = new Set<Duplex>();
+  readonly #listeners: net.Server[] = [];
+  #cert: WorkloadCertificate | undefined;
+  #client: HboneClient | undefined;
+  #server: HboneServer | undefined;
+  #local: Workload | undefined;
+  #localValid = false;
+  #stopped = false;
+  readonly #onStoreChange = (): void => {
+    this.#localValid = false;
+  };
+  readonly #onCert = (id: string, cert: WorkloadCertificate): void => {
+    if (id === this.identity) this.#cert = cert;
+  };
+
+  constructor(
+    ctx: ProxyContext,
+    pod: PodInfo,
+    sockets: SocketFactory,
+    ports: WorkloadProxyPorts = DEFAULT_PROXY_PORTS,
+  ) {
+    this.#ctx = ctx;
+    this.pod = pod;
+    this.#sockets = sockets;
+    this.#ports = ports;
+    this.identity = `spiffe://${ctx.trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
+  }
+
+  /** Live proxied connections (both directions), for /config_dump and drain. */
+  get connections(): number {
+    return this.#open.size;
+  }
+
+  /**
+   * Fetches the pod's certificate and opens the three listeners. Throws (and leaves nothing
+   * open) when either fails; the caller keeps the pod pending and retries (spec §2.6 step 5).
+   */
+  async start(): Promise<void> {
+    const ctx = this.#ctx;
+    this.#cert = await ctx.certs.getCertificate(this.identity);
+    ctx.certs.on('updated', this.#onCert);
+    ctx.store.on('changed', this.#onStoreChange);
+    const certificate = (): WorkloadCertificate => {
+      const c = this.#cert;
+      if (c === undefined) throw new MeshError('ZT_ERR_CERTIFICATE', `no certificate for ${this.identity}`);
+      return c;
+    };
+    const track = (s: Duplex): void => {
+      this.#open.add(s);
+      s.once('close', () => this.#open.delete(s));
+    };
+    this.#client = new HboneClient({
+      certificate,
+      settings: ctx.hbone,
+      dial: (peer) => this.#sockets.dial({ host: peer.host, port: peer.port }),
+    });
+    const localWorkload = (): Promise<Workload | undefined> => this.#localWorkload();
+    const inbound = new InboundHandler({ ctx, sockets: this.#sockets, localWorkload, track });
+    this.#server = new HboneServer({
+      certificate,
+      trustDomain: ctx.trustDomain,
+      settings: ctx.hbone,
+      onConnect: inbound.onConnect,
+      onTunnelClosed: inbound.onTunnelClosed,
+    });
+    const p = this.#ports;
+    try {
+      const outbound = await this.#sockets.listen({
+        host: p.host,
+        port: p.outbound,
+        transparent: true,
+        reusePort: true,
+      });
+      this.#listeners.push(outbound);
+      const plain = await this.#sockets.listen({
+        host: p.host,
+        port: p.inboundPlaintext,
+        transparent: true,
+        reusePort: true,
+      });
+      this.#listeners.push(plain);
+      const hbone = await this.#sockets.listen({
+        host: p.host,
+        port: p.hbone,
+        transparent: true,
+        reusePort: true,
+      });
+      this.#listeners.push(hbone);
+      const client = this.#client;
+      const logError = (what: string) => (err: unknown) =>
+        ctx.logger.warn(
+          { scope: 'proxy', pod: `${this.pod.namespace}/${this.pod.name}`, err: errorMessage(err) },
+          what,
+        );
+      outbound.on('connection', (s: net.Socket) => {
+        track(s);
+        s.on('error', () => undefined);
+        handleOutbound({ ctx, sockets: this.#sockets, client, localWorkload, track }, s).catch(
+          logError('outbound'),
+        );
+      });
+      plain.on('connection', (s: net.Socket) => {
+        track(s);
+        s.on('error', () => undefined);
+        handleInboundPlaintext({ ctx, sockets: this.#sockets, localWorkload, track }, s).catch(
+          logError('inbound plaintext'),
+        );
+      });
+      const server = this.#server;
+      hbone.on('connection', (s: net.Socket) => server.handleSocket(s));
+      for (const l of this.#listeners) l.on('error', logError('listener'));
+    } catch (err) {
+      await this.stop(0);
+      throw err;
+    }
+  }
+
+  /**
+   * Stops accepting at once, then lets established connections finish for up to `deadlineMs`
+   * before destroying what is left. deadlineMs = 0 tears everything down immediately (ZDS Del:
+   * the pod is gone, spec security §3.1).
+   */
+  async stop(deadlineMs: number): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#ctx.certs.off('updated', this.#onCert);
+    this.#ctx.store.off('changed', this.#onStoreChange);
+    for (const l of this.#listeners) l.close();
+    const waits: Promise<unknown>[] = [];
+    if (this.#server) waits.push(this.#server.close({ deadlineMs }));
+    if (deadlineMs > 0 && this.#open.size > 0) {
+      waits.push(
+        new Promise<void>((resolve) => {
+          const done = (): void => {
+            clearTimeout(deadline);
+            clearInterval(poll);
+            resolve();
+          };
+          const deadline = setTimeout(done, deadlineMs);
+          const poll = setInterval(() => {
+            if (this.#open.size === 0) done();
+          }, 50);
+        }),
+      );
+    }
+    await Promise.allSettled(waits);
+    for (const s of this.#open) s.destroy();
+    this.#open.clear();
+    if (this.#client) await this.#client.close();
+  }
+
+  /** The pod's own WDS workload: matched on (name, namespace, service account, node) per spec §1.7. */
+  async #localWorkload(): Promise<Workload | undefined> {
+    const found = this.#findLocal();
+    if (found !== undefined || this.#ctx.workloadWaitMs <= 0) return found;
+    // Not known yet: wait for WDS up to workloadWaitMs (spec §1.3: "waits up to 5 s").
+    return new Promise((resolve) => {
+      const store = this.#ctx.store;
+      const onChange = (): void => {
+        const w = this.#findLocal();
+        if (w !== undefined) finish(w);
+      };
+      const timer = setTimeout(() => finish(undefined), this.#ctx.workloadWaitMs);
+      const finish = (w: Workload | undefined): void => {
+        clearTimeout(timer);
+        store.off('changed', onChange);
+        resolve(w);
+      };
+      store.on('changed', onChange);
+    });
+  }
+
+  #findLocal(): Workload | undefined {
+    if (this.#localValid) return this.#local;
+    const p = this.pod;
+    this.#local = this.#ctx.store
+      .localWorkloads(this.#ctx.nodeName)
+      .find((w) => w.name === p.name && w.namespace === p.namespace && w.serviceAccount === p.serviceAccount);
+    this.#localValid = true;
+    return this.#local;
+  }
+}

@@ -51,7 +51,7 @@ function canonicalIpv6(ip: string): string {
  * (lower case; IPv6 compressed per RFC 5952).
  */
 export function parseAuthority(s: string): Authority {
-  if (typeof s !== 'string' || s === '') throw bad(String(s), 'empty');
+  if (s === '') throw bad(s, 'empty');
   if (s.length > MAX_AUTHORITY_LENGTH) throw bad(s, `longer than ${MAX_AUTHORITY_LENGTH} characters`);
 
   if (s.startsWith('[')) {

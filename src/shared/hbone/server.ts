@@ -1,0 +1,469 @@
+// SPDX-License-Identifier: Apache-2.0
+// HBONE server: terminates mutual TLS and HTTP/2 CONNECT on port 15008 and hands each CONNECT to
+// the caller's onConnect, which decides and dials the upstream (ambient-protocols.md §1.2 server
+// side, §1.3 status codes, §1.4 settings and keepalive, §1.7 inbound processing steps 1-2 and 6;
+// security-and-reliability.md §3.5 Node knobs, checklist A.1-A.3, A.13, B.20-B.23, F.75, I.96).
+//
+// * TLS: 1.3 only, AES-GCM, ALPN h2 only (no HTTP/1 fallback, checklist A.18), client certificate
+//   required and chain-checked by OpenSSL against our roots (requestCert + rejectUnauthorized),
+//   then checked again from DER as an X.509-SVID in our own trust domain before any stream is
+//   served. No session resumption. Absolute handshake deadline (Node's handshakeTimeout starts
+//   when the socket is handed to TLS and is not refreshed by handshake bytes).
+// * CONNECT: non-CONNECT → 400, :path/:scheme present → 400, missing/invalid authority → 400,
+//   all without calling onConnect. Stream data is not read until onConnect returns 200 (the
+//   stream stays paused, flow control holds the rest), so early data of a refused CONNECT never
+//   reaches an upstream (checklist A.13).
+// * Drain: close() stops accepting, sends GOAWAY on every session, lets tunnels finish until the
+//   deadline, then destroys what is left (ztunnel graceful_shutdown then forced close).
+import http2 from 'node:http2';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type tls from 'node:tls';
+import { EventEmitter } from 'eventemitter3';
+import type { WorkloadCertificate } from '../identity/cert-manager.ts';
+import { peerChainDer, verifySvidSync, type VerifiedSvid } from '../identity/svid.ts';
+import { parseAuthority, type Authority } from './authority.ts';
+import { HboneError } from './errors.ts';
+import { relay, resetDuplex } from './relay.ts';
+import { resolveHboneSettings, type HboneSettings } from './settings.ts';
+import { CredentialCache, HBONE_ALPN, hboneSecureContextOptions, peerTrustOf, type PeerTrust } from './tls.ts';
+import { setConnectionWindow, startKeepalive } from './session.ts';
+
+export { connectUpstream, type ConnectUpstreamOptions } from './upstream.ts';
+export type { HboneSettings } from './settings.ts';
+export { DEFAULT_HBONE_SETTINGS } from './settings.ts';
+
+const { NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_INADEQUATE_SECURITY } = http2.constants;
+
+export interface InboundConnect {
+  /** The :authority exactly as received. */
+  authority: string;
+  /** The parsed, canonical authority. */
+  target: Authority;
+  headers: http2.IncomingHttpHeaders;
+  /** The verified identity of the client (first and only URI SAN of its leaf). */
+  peer: VerifiedSvid;
+  /** The TCP peer of the tunnel (the client pod, or the waypoint). */
+  remoteAddress: string;
+  remotePort: number;
+  /** The address the TLS connection arrived on (the pod IP in-pod; checklist A.4 compares it to the authority). */
+  localAddress: string;
+  localPort: number;
+  /** Aborted when the CONNECT stream goes away (reset, session closed, server closed). */
+  signal: AbortSignal;
+}
+
+export type InboundDecision =
+  | { status: 200; upstream: Duplex; responseHeaders?: Record<string, string> }
+  | { status: 400 | 401 | 503; reason: string };
+
+export interface HboneServerOptions {
+  /** Our (the destination's) current certificate; a new object (rotation) is used by new connections. */
+  certificate: () => WorkloadCertificate;
+  /** Client certificates must carry an identity in this trust domain (§1.2). */
+  trustDomain: string;
+  settings?: Partial<HboneSettings>;
+  /** Decide a CONNECT: dial the upstream and return 200 with it, or refuse. */
+  onConnect: (req: InboundConnect) => Promise<InboundDecision>;
+  /** Called once per 200 decision when its tunnel has ended (metrics, access log). */
+  onTunnelClosed?: (req: InboundConnect, result: { bytesIn: number; bytesOut: number; error?: Error }) => void;
+}
+
+/** A CONNECT refused by the server itself or by onConnect. */
+export interface RejectedConnect {
+  status: number;
+  reason: string;
+  authority: string | undefined;
+  peer: VerifiedSvid;
+  remoteAddress: string;
+}
+
+export interface HboneServerEvents {
+  /** A TLS handshake failed, timed out, or negotiated no ALPN. */
+  tlsError: (err: Error, remoteAddress: string | undefined) => void;
+  /** The client's certificate passed OpenSSL but is not an acceptable X.509-SVID (SPIFFE rules, trust domain). */
+  peerRejected: (err: Error, remoteAddress: string | undefined) => void;
+  /** A CONNECT was answered with a non-200 status. */
+  rejected: (info: RejectedConnect) => void;
+  /** onConnect threw or rejected (answered 503). */
+  handlerError: (err: Error, req: InboundConnect) => void;
+  /** An HTTP/2 session failed. */
+  sessionError: (err: Error) => void;
+  /** A listening socket failed after listen() resolved. */
+  listenerError: (err: Error) => void;
+}
+
+export interface HboneServerStats {
+  sessionsActive: number;
+  /** CONNECT streams between 'stream' and the end of their handling (deciding or relaying). */
+  streamsActive: number;
+  tunnelsActive: number;
+  secureContextsBuilt: number;
+}
+
+interface SessionInfo {
+  readonly peer: VerifiedSvid;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+}
+
+export class HboneServer extends EventEmitter<HboneServerEvents> {
+  readonly #opts: HboneServerOptions;
+  readonly #settings: Readonly<HboneSettings>;
+  readonly #h2: http2.Http2SecureServer;
+  readonly #creds: CredentialCache<PeerTrust>;
+  readonly #listeners = new Set<net.Server>();
+  readonly #sockets = new Set<net.Socket>();
+  readonly #sessions = new Map<http2.ServerHttp2Session, SessionInfo>();
+  readonly #streams = new Set<http2.ServerHttp2Stream>();
+  #tunnels = 0;
+  #closing = false;
+  #closed: Promise<void> | undefined;
+  readonly #idleWaiters: (() => void)[] = [];
+
+  constructor(opts: HboneServerOptions) {
+    super();
+    this.#opts = opts;
+    const s = resolveHboneSettings(opts.settings);
+    this.#settings = s;
+    this.#h2 = http2.createSecureServer({
+      // Certificate material arrives per connection via setSecureContext (see #prepareTls): the
+      // certificate may not exist yet when the server is built (ztunnel loads it lazily).
+      requestCert: true,
+      rejectUnauthorized: true,
+      ALPNProtocols: [HBONE_ALPN],
+      allowHTTP1: false,
+      handshakeTimeout: s.handshakeTimeoutMs,
+      unknownProtocolTimeout: s.unknownProtocolTimeoutMs,
+      settings: {
+        enablePush: false,
+        initialWindowSize: s.streamWindowBytes,
+        maxFrameSize: s.maxFrameSize,
+        maxHeaderListSize: s.serverMaxHeaderListBytes,
+        maxConcurrentStreams: s.serverMaxConcurrentStreams,
+      },
+      maxSessionMemory: s.maxSessionMemoryMb,
+      maxSessionInvalidFrames: s.maxSessionInvalidFrames,
+      maxSessionRejectedStreams: s.maxSessionRejectedStreams,
+      maxOutstandingPings: s.maxOutstandingPings,
+      maxSettings: s.maxSettings,
+      maxHeaderListPairs: s.maxHeaderListPairs,
+    });
+    this.#creds = new CredentialCache((cert) => {
+      this.#h2.setSecureContext(hboneSecureContextOptions(cert));
+      return peerTrustOf(cert);
+    });
+    this.#h2.on('session', (session) => this.#onSession(session));
+    this.#h2.on('stream', (stream, headers) => {
+      void this.#onStream(stream, headers);
+    });
+    this.#h2.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+      this.emit('tlsError', err, socket.remoteAddress);
+    });
+    this.#h2.on('unknownProtocol', (socket: tls.TLSSocket) => {
+      // Only reachable without ALPN (a different ALPN already failed the handshake): no HTTP/1.
+      const remote = socket.remoteAddress;
+      socket.destroy();
+      this.emit(
+        'tlsError',
+        new HboneError('HBONE_ERR_TLS', `TLS client from ${remote ?? 'unknown'} negotiated no ALPN; HBONE requires "${HBONE_ALPN}"`),
+        remote,
+      );
+    });
+    this.#h2.on('sessionError', (err) => this.emit('sessionError', err));
+  }
+
+  get settings(): Readonly<HboneSettings> {
+    return this.#settings;
+  }
+
+  stats(): HboneServerStats {
+    return {
+      sessionsActive: this.#sessions.size,
+      streamsActive: this.#streams.size,
+      tunnelsActive: this.#tunnels,
+      secureContextsBuilt: this.#creds.builds,
+    };
+  }
+
+  /** Listens on a new socket ({port, host} or {fd}) and serves every accepted connection. */
+  async listen(opts: net.ListenOptions): Promise<net.AddressInfo> {
+    if (this.#closing) throw new HboneError('HBONE_ERR_CLOSED', 'the HBONE server is closed');
+    const srv = net.createServer({
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: this.#settings.tcpKeepAliveInitialDelayMs,
+    });
+    srv.on('connection', (socket: net.Socket) => this.handleSocket(socket));
+    await new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(opts, () => {
+        srv.off('error', reject);
+        resolve();
+      });
+    });
+    srv.on('error', (err) => this.emit('listenerError', err));
+    this.#listeners.add(srv);
+    const addr = srv.address();
+    if (addr === null || typeof addr === 'string') {
+      return { address: typeof addr === 'string' ? addr : '', family: 'unix', port: 0 };
+    }
+    return addr;
+  }
+
+  /** Serves an already-accepted TCP socket (ztunnel accepts inside the pod netns). */
+  handleSocket(socket: net.Socket): void {
+    // Errors after the TLS layer took over surface there; this only keeps a raw error from crashing us.
+    socket.on('error', () => undefined);
+    if (this.#closing) {
+      socket.destroy();
+      return;
+    }
+    try {
+      this.#prepareTls();
+    } catch (err) {
+      socket.destroy();
+      this.emit(
+        'tlsError',
+        new HboneError('HBONE_ERR_CERTIFICATE', `no workload certificate to serve HBONE with: ${(err as Error).message}`, {
+          cause: err,
+        }),
+        socket.remoteAddress,
+      );
+      return;
+    }
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, this.#settings.tcpKeepAliveInitialDelayMs);
+    this.#sockets.add(socket);
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+    });
+    this.#h2.emit('connection', socket);
+  }
+
+  /**
+   * Graceful drain: stop accepting (listeners closed, new sockets refused), GOAWAY on every
+   * session, let open tunnels run until they end or `deadlineMs` passes (default
+   * settings.drainDeadlineMs), then destroy what is left (tunnels reset). Resolves when every
+   * session and tunnel is gone.
+   */
+  close(opts: { deadlineMs?: number } = {}): Promise<void> {
+    this.#closed ??= this.#close(opts.deadlineMs ?? this.#settings.drainDeadlineMs);
+    return this.#closed;
+  }
+
+  async #close(deadlineMs: number): Promise<void> {
+    this.#closing = true;
+    const listenersClosed = [...this.#listeners].map(
+      (srv) => new Promise<void>((resolve) => srv.close(() => resolve())),
+    );
+    for (const session of this.#sessions.keys()) session.close();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#whenIdle(),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, deadlineMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    // Deadline: force-close what is left. Destroying a session destroys its streams; their relays
+    // reset the upstream sockets and report to onTunnelClosed.
+    for (const session of this.#sessions.keys()) session.destroy();
+    for (const socket of this.#sockets) socket.destroy();
+    for (const stream of this.#streams) if (!stream.destroyed) stream.destroy();
+    await this.#whenIdle();
+    await Promise.all(listenersClosed);
+  }
+
+  #isIdle(): boolean {
+    return this.#sessions.size === 0 && this.#streams.size === 0 && this.#sockets.size === 0;
+  }
+
+  #whenIdle(): Promise<void> {
+    if (this.#isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #checkIdle(): void {
+    if (!this.#closing || !this.#isIdle()) return;
+    for (const w of this.#idleWaiters.splice(0)) w();
+  }
+
+  /** Makes sure the TLS server presents the current certificate (rebuilt only when it changes). */
+  #prepareTls(): PeerTrust {
+    return this.#creds.get(this.#opts.certificate());
+  }
+
+  #onSession(session: http2.ServerHttp2Session): void {
+    // session.socket is Node's guarded proxy of the TLS socket: reading peer data is allowed.
+    const socket = session.socket as tls.TLSSocket;
+    const remoteAddress = socket.remoteAddress ?? '';
+    session.on('error', (err: Error) => this.emit('sessionError', err));
+    let peer: VerifiedSvid;
+    try {
+      const trust = this.#prepareTls();
+      peer = verifySvidSync(peerChainDer(socket), trust.bundle, {
+        trustDomain: this.#opts.trustDomain,
+        usage: 'clientAuth',
+        intermediates: trust.intermediatesDer,
+      });
+    } catch (err) {
+      // Synchronous, inside the 'session' event: no frame of this session has been processed yet,
+      // so no stream of an unverified peer ever reaches onConnect.
+      session.destroy(undefined, NGHTTP2_INADEQUATE_SECURITY);
+      this.emit(
+        'peerRejected',
+        new HboneError('HBONE_ERR_PEER_IDENTITY', `HBONE client ${remoteAddress} rejected: ${(err as Error).message}`, {
+          cause: err,
+        }),
+        remoteAddress,
+      );
+      return;
+    }
+    this.#sessions.set(session, {
+      peer,
+      remoteAddress,
+      remotePort: socket.remotePort ?? 0,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
+    });
+    session.once('close', () => {
+      this.#sessions.delete(session);
+      this.#checkIdle();
+    });
+    setConnectionWindow(session, this.#settings.connectionWindowBytes);
+    startKeepalive(session, this.#settings.pingIntervalMs, this.#settings.pingTimeoutMs);
+    // A handshake that completed while we were draining: refuse everything on it.
+    if (this.#closing) session.close();
+  }
+
+  async #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): Promise<void> {
+    stream.on('error', () => undefined);
+    const info = this.#sessions.get(stream.session as http2.ServerHttp2Session);
+    if (!info) {
+      // Not a verified session (cannot happen: unverified sessions are destroyed synchronously).
+      stream.close(NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    this.#streams.add(stream);
+    try {
+      await this.#handleConnect(stream, headers, info);
+    } finally {
+      this.#streams.delete(stream);
+      this.#checkIdle();
+    }
+  }
+
+  async #handleConnect(
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    info: SessionInfo,
+  ): Promise<void> {
+    const authority = headers[':authority'];
+    const refuse = (status: number, reason: string): void => {
+      this.#refuse(stream, status, reason, info, authority);
+    };
+    const method = headers[':method'];
+    if (method !== 'CONNECT') {
+      refuse(400, `method ${JSON.stringify(method)} is not CONNECT`);
+      return;
+    }
+    // RFC 9113 §8.5: a classic CONNECT has neither :scheme nor :path (no extended CONNECT here).
+    if (headers[':path'] !== undefined || headers[':scheme'] !== undefined) {
+      refuse(400, 'CONNECT must not carry :path or :scheme');
+      return;
+    }
+    if (typeof authority !== 'string' || authority === '') {
+      refuse(400, 'CONNECT without :authority');
+      return;
+    }
+    let target: Authority;
+    try {
+      target = parseAuthority(authority);
+    } catch (err) {
+      refuse(400, (err as Error).message);
+      return;
+    }
+
+    const controller = new AbortController();
+    const onStreamClose = (): void => {
+      controller.abort(new HboneError('HBONE_ERR_STREAM_RESET', 'the CONNECT stream closed'));
+    };
+    stream.once('close', onStreamClose);
+    const req: InboundConnect = {
+      authority,
+      target,
+      headers,
+      peer: info.peer,
+      remoteAddress: info.remoteAddress,
+      remotePort: info.remotePort,
+      localAddress: info.localAddress,
+      localPort: info.localPort,
+      signal: controller.signal,
+    };
+
+    let decision: InboundDecision;
+    try {
+      decision = await this.#opts.onConnect(req);
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      this.emit('handlerError', error, req);
+      refuse(503, `onConnect failed: ${error.message}`);
+      return;
+    }
+
+    if (decision.status !== 200) {
+      refuse(decision.status, decision.reason);
+      return;
+    }
+    const upstream = decision.upstream;
+    if (stream.closed || stream.destroyed) {
+      // The client went away while we were deciding: drop the upstream we were given.
+      resetDuplex(upstream);
+      this.#opts.onTunnelClosed?.(req, {
+        bytesIn: 0,
+        bytesOut: 0,
+        error: new HboneError('HBONE_ERR_STREAM_RESET', 'the CONNECT stream closed before the tunnel was established'),
+      });
+      return;
+    }
+    this.#tunnels++;
+    try {
+      stream.respond({ ...decision.responseHeaders, ':status': 200 });
+      const result = await relay(stream, upstream);
+      this.#opts.onTunnelClosed?.(req, {
+        bytesIn: result.bytesAToB,
+        bytesOut: result.bytesBToA,
+        ...(result.error ? { error: result.error } : {}),
+      });
+    } catch (err) {
+      resetDuplex(upstream);
+      resetDuplex(stream);
+      this.#opts.onTunnelClosed?.(req, { bytesIn: 0, bytesOut: 0, error: err as Error });
+    } finally {
+      this.#tunnels--;
+    }
+  }
+
+  #refuse(
+    stream: http2.ServerHttp2Stream,
+    status: number,
+    reason: string,
+    info: SessionInfo,
+    authority: string | undefined,
+  ): void {
+    if (!stream.closed && !stream.destroyed && !stream.headersSent) {
+      try {
+        stream.respond({ ':status': status }, { endStream: true });
+        // RST_STREAM(NO_ERROR) once the response is out: the client must stop sending, and a
+        // refused stream must not keep counting against the concurrency limit (RFC 9113 §8.1).
+        stream.close(NGHTTP2_NO_ERROR);
+      } catch {
+        stream.destroy();
+      }
+    }
+    this.emit('rejected', { status, reason, authority, peer: info.peer, remoteAddress: info.remoteAddress });
+  }
+}

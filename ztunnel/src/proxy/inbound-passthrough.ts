@@ -43,7 +43,8 @@ export async function handleInboundPlaintext(
       deny ? 'DENY' : 'CONNECT',
     );
     ctx.accessLog.failed({ direction: 'inbound', srcAddr, dstAddr, error });
-    socket.destroy();
+    // A reset, not a FIN: the client must not mistake a refusal for an empty answer.
+    socket.resetAndDestroy();
   };
   let dst: { address: string; port: number };
   try {

@@ -210,7 +210,8 @@ if (process.getuid?.() !== 0) {
     const after = bed.ztunnels[0]!.accessLogs().slice(before);
     t.same(
       after.filter(
-        (l) => l['src.addr'] !== undefined && String(l['src.addr']).startsWith(`${bed.pods.server1!.ip}:`),
+        (l) =>
+          l['src.addr'] !== undefined && (l['src.addr'] as string).startsWith(`${bed.pods.server1!.ip}:`),
       ),
       [],
     );

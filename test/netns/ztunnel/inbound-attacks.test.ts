@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: Apache-2.0
+// Malicious CONNECTs against a pod's ztunnel in network namespaces (checklist A.4–A.7, like
+// upstream's `malicious_calls_inpod` and `hbone_ip_mismatch`): a raw HBONE client holding a valid
+// mesh certificate dials server's 15008 from inside the client pod's netns (with ztunnel's mark,
+// so the client pod's own capture does not intercept it) and asks for targets it must not get.
+import t from 'tap';
+import { HboneClient } from '../../../src/shared/hbone/client.ts';
+import { HboneError } from '../../../src/shared/hbone/errors.ts';
+import { issueWorkloadCert } from '../../helpers/pki.ts';
+import { startMeshBed, type MeshBed } from '../../helpers/mesh-bed.ts';
+import { connectInNetns } from '../../helpers/netns-net.ts';
+import { startTcpServer } from '../../helpers/testbed-apps.ts';
+
+if (process.getuid?.() !== 0) {
+  t.fail('the ztunnel netns suite needs root (network namespaces, iptables)');
+  t.end();
+} else {
+  let bed: MeshBed;
+  let client: HboneClient;
+  t.before(async () => {
+    bed = await startMeshBed({
+      nodes: 1,
+      pods: [
+        { name: 'attacker', node: 0, namespace: 'demo', serviceAccount: 'attacker' },
+        { name: 'server', node: 0, namespace: 'demo', serviceAccount: 'server' },
+        { name: 'bystander', node: 0, namespace: 'demo', serviceAccount: 'bystander' },
+      ],
+      config: (p) => ({
+        workloads: ['attacker', 'server', 'bystander'].map((n) => ({
+          name: n,
+          namespace: 'demo',
+          serviceAccount: n,
+          addresses: [p[n]!.ip],
+          tunnelProtocol: 'HBONE',
+          node: 'node-0',
+        })),
+      }),
+    });
+    await startTcpServer(bed.pods.server!, 'server', [8080]);
+    await startTcpServer(bed.pods.bystander!, 'bystander', [8080]);
+    const cert = await issueWorkloadCert(bed.ca, 'spiffe://cluster.local/ns/demo/sa/attacker');
+    const netns = bed.pods.attacker!.netnsPath;
+    client = new HboneClient({
+      certificate: () => cert,
+      dial: (peer) => connectInNetns(netns, peer.host, peer.port, { mark: 0x539 }),
+    });
+  });
+  t.teardown(async () => {
+    await client.close();
+    await bed.destroy();
+  });
+
+  const connect = async (authority: string): Promise<number> => {
+    try {
+      const tunnel = await client.connect({
+        peer: { host: bed.pods.server!.ip, port: 15008 },
+        authority,
+        expectedIdentities: ['spiffe://cluster.local/ns/demo/sa/server'],
+      });
+      tunnel.stream.destroy();
+      return 200;
+    } catch (err) {
+      if (err instanceof HboneError && err.status !== undefined) return err.status;
+      throw err;
+    }
+  };
+
+  t.test('control: a legitimate CONNECT to the app port succeeds', async (t) => {
+    t.equal(await connect(`${bed.pods.server!.ip}:8080`), 200);
+  });
+
+  t.test('A.5: ztunnel ports on the destination are refused as self-calls', async (t) => {
+    for (const port of [15000, 15001, 15006, 15008, 15020, 15021, 15053, 15080]) {
+      t.equal(await connect(`${bed.pods.server!.ip}:${port}`), 503, `port ${port}`);
+    }
+  });
+
+  t.test('A.6: loopback, link-local and metadata targets are refused', async (t) => {
+    for (const a of [
+      '127.0.0.1:8080',
+      '[::1]:8080',
+      '169.254.169.254:80',
+      '169.254.7.127:8080',
+      '0.0.0.0:8080',
+    ]) {
+      t.equal(await connect(a), 400, a);
+    }
+  });
+
+  t.test('A.4: an authority for another pod than the one dialled is refused (ip mismatch)', async (t) => {
+    t.equal(await connect(`${bed.pods.bystander!.ip}:8080`), 400);
+  });
+
+  t.test('A.3/A.7: malformed and hostname authorities are refused', async (t) => {
+    for (const a of [
+      'server:8080',
+      `${bed.pods.server!.ip}`,
+      `${bed.pods.server!.ip}:0`,
+      'unknown.svc.cluster.local:80',
+    ]) {
+      const status = await connect(a);
+      t.ok(status === 400 || status === 503, `${a} → ${status}`);
+    }
+  });
+
+  t.test('the refusals are logged and counted with the attacker's verified identity', async (t) => {
+    const zt = bed.ztunnels[0]!;
+    const failed = zt.logs.filter(
+      (l) => l.includes('"connection failed"') && l.includes('"direction":"inbound"'),
+    );
+    // 14 from the self-port, forbidden-address and mismatch cases; malformed authorities may be
+    // refused by the HBONE server itself before they reach ztunnel's handler.
+    t.ok(failed.length >= 14, `${failed.length} refusals logged`);
+    const m = await zt.get(15020, '/metrics');
+    t.match(
+      m.body,
+      /istio_tcp_connections_failed_total\{reporter="destination",[^}]*source_principal="spiffe:\/\/cluster.local\/ns\/demo\/sa\/attacker"[^}]*response_flags="CONNECT"/,
+    );
+  });
+}

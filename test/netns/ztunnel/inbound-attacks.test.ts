@@ -103,7 +103,7 @@ if (process.getuid?.() !== 0) {
     }
   });
 
-  t.test('the refusals are logged and counted with the attacker's verified identity', async (t) => {
+  t.test('the refusals are logged and counted with the verified identity of the attacker', async (t) => {
     const zt = bed.ztunnels[0]!;
     const failed = zt.logs.filter(
       (l) => l.includes('"connection failed"') && l.includes('"direction":"inbound"'),

@@ -115,6 +115,9 @@ export function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
       src.on('end', () => {
         if (!dst.writableEnded && !dst.destroyed) dst.end();
       });
+      // A source paused explicitly (pause(), or a socket accepted with pauseOnConnect) does not
+      // start flowing when a 'data' listener is added.
+      src.resume();
     };
 
     for (const d of [a, b]) {

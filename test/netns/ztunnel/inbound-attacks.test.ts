@@ -94,7 +94,7 @@ if (process.getuid?.() !== 0) {
   t.test('A.3/A.7: malformed and hostname authorities are refused', async (t) => {
     for (const a of [
       'server:8080',
-      `${bed.pods.server!.ip}`,
+      bed.pods.server!.ip,
       `${bed.pods.server!.ip}:0`,
       'unknown.svc.cluster.local:80',
     ]) {

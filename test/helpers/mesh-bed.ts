@@ -47,6 +47,8 @@ export interface ZtunnelProc {
   /** Parsed access-log lines seen so far. */
   accessLogs(): Record<string, unknown>[];
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Resolves with the exit code (null when killed by a signal) once the process has exited. */
+  readonly exited: Promise<number | null>;
 }
 
 export const ZTUNNEL_MAIN = join(import.meta.dirname, '../../ztunnel/src/main.ts');
@@ -149,6 +151,7 @@ export async function startMeshBed(opts: {
           logs
             .filter((l) => l.includes('"scope":"access"'))
             .map((l) => JSON.parse(l) as Record<string, unknown>),
+        exited,
         stop: async (signal = 'SIGTERM') => {
           if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
           child.kill(signal);

@@ -18,7 +18,14 @@ async function main(): Promise<void> {
     { scope: 'app', node: cfg.nodeName, admin: zt.admin.admin.port, metrics: zt.admin.metrics.port },
     'ztunnel started',
   );
+  let stopping = false;
   const stop = (signal: string): void => {
+    if (stopping) {
+      // A second signal while draining: the operator wants out now.
+      zt.logger.warn({ scope: 'app', signal }, 'second signal during drain; exiting immediately');
+      process.exit(1);
+    }
+    stopping = true;
     zt.logger.info({ scope: 'app', signal }, 'shutdown requested');
     // Forced exit if draining overruns its deadline (plus a margin for closing).
     setTimeout(() => process.exit(1), cfg.drainDeadlineMs + 2000).unref();
@@ -27,8 +34,8 @@ async function main(): Promise<void> {
       () => process.exit(1),
     );
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 }
 
 main().catch((err: unknown) => {

@@ -85,30 +85,42 @@ function or(v: string | undefined): string {
 export function connectionLabels(input: ConnectionLabelsInput): Omit<TrafficLabels, 'response_flags'> {
   const s = input.source;
   const d = input.destination;
+  // WDS elides empty strings, so '' means "not set": fall back as upstream does (canonical name →
+  // workload name → pod name; revision → "latest"; cluster → "Kubernetes").
+  const workload = (p: PeerAttributes | undefined): string | undefined => first(p?.workloadName, p?.name);
+  const service = (p: PeerAttributes | undefined): string | undefined => first(p?.canonicalName, workload(p));
+  const revision = (p: PeerAttributes | undefined): string | undefined =>
+    p === undefined ? undefined : (first(p.canonicalRevision) ?? 'latest');
+  const cluster = (p: PeerAttributes | undefined): string | undefined =>
+    p === undefined ? undefined : (first(p.clusterId) ?? 'Kubernetes');
   return {
     reporter: input.reporter,
-    source_workload: or(s?.workloadName ?? s?.name),
-    source_canonical_service: or(s?.canonicalName ?? s?.workloadName ?? s?.name),
-    source_canonical_revision: or(s?.canonicalRevision ?? (s ? 'latest' : undefined)),
+    source_workload: or(workload(s)),
+    source_canonical_service: or(service(s)),
+    source_canonical_revision: or(revision(s)),
     source_workload_namespace: or(s?.namespace),
     source_principal: or(input.sourcePrincipal),
-    source_app: or(s?.canonicalName ?? s?.workloadName ?? s?.name),
-    source_version: or(s?.canonicalRevision ?? (s ? 'latest' : undefined)),
-    source_cluster: or(s?.clusterId ?? (s ? 'Kubernetes' : undefined)),
+    source_app: or(service(s)),
+    source_version: or(revision(s)),
+    source_cluster: or(cluster(s)),
     destination_service: or(input.destinationService?.hostname),
     destination_service_namespace: or(input.destinationService?.namespace),
     destination_service_name: or(input.destinationService?.name),
-    destination_workload: or(d?.workloadName ?? d?.name),
-    destination_canonical_service: or(d?.canonicalName ?? d?.workloadName ?? d?.name),
-    destination_canonical_revision: or(d?.canonicalRevision ?? (d ? 'latest' : undefined)),
+    destination_workload: or(workload(d)),
+    destination_canonical_service: or(service(d)),
+    destination_canonical_revision: or(revision(d)),
     destination_workload_namespace: or(d?.namespace),
     destination_principal: or(input.destinationPrincipal),
-    destination_app: or(d?.canonicalName ?? d?.workloadName ?? d?.name),
-    destination_version: or(d?.canonicalRevision ?? (d ? 'latest' : undefined)),
-    destination_cluster: or(d?.clusterId ?? (d ? 'Kubernetes' : undefined)),
+    destination_app: or(service(d)),
+    destination_version: or(revision(d)),
+    destination_cluster: or(cluster(d)),
     request_protocol: 'tcp',
     connection_security_policy: input.mutualTls ? 'mutual_tls' : UNKNOWN,
   };
+}
+
+function first(...vals: (string | undefined)[]): string | undefined {
+  return vals.find((v) => v !== undefined && v !== '');
 }
 
 /**

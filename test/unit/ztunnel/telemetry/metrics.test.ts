@@ -31,6 +31,22 @@ t.test('labels follow upstream names and order; unknown values are "unknown"', a
   t.equal(l.destination_principal, 'unknown');
   t.equal(l.destination_service, 'unknown');
   t.equal(l.connection_security_policy, 'mutual_tls');
+  const elided = connectionLabels({
+    reporter: 'source',
+    source: {
+      name: 'pod-x',
+      namespace: 'a',
+      workloadName: '',
+      canonicalName: '',
+      canonicalRevision: '',
+      clusterId: '',
+    },
+    mutualTls: true,
+  });
+  t.equal(elided.source_workload, 'pod-x', "WDS's empty strings fall back like absent values");
+  t.equal(elided.source_canonical_service, 'pod-x');
+  t.equal(elided.source_canonical_revision, 'latest');
+  t.equal(elided.source_cluster, 'Kubernetes');
   const plain = connectionLabels({ reporter: 'destination', mutualTls: false });
   t.equal(plain.source_workload, 'unknown');
   t.equal(plain.connection_security_policy, 'unknown');

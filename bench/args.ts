@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: Apache-2.0
+// Command-line options of `npm run bench` (bench/main.ts). Pure, so the unit test can check it.
+import { MeshError } from '../src/shared/errors.ts';
+
+export class UsageError extends MeshError {
+  constructor(message: string) {
+    super('BENCH_ERR_USAGE', message);
+  }
+}
+
+/** Metric groups selectable with --metrics; `cpu` is an alias of `rps` (CPU is taken during it). */
+export const METRIC_GROUPS = ['memory', 'throughput', 'rps', 'latency', 'conns'] as const;
+export type MetricGroup = (typeof METRIC_GROUPS)[number];
+const METRIC_ALIASES: Readonly<Record<string, MetricGroup>> = { cpu: 'rps' };
+
+/** Defaults: 5 s per timed metric (2 s with --quick) keeps a 3-path run within ~4 min (~40 s quick). */
+export const DEFAULT_DURATION_S = 5;
+export const QUICK_DURATION_S = 2;
+/** Unmeasured lead-in of every timed metric (connections up, windows open, JIT warm). */
+export const DEFAULT_WARMUP_MS = 500;
+export const QUICK_WARMUP_MS = 200;
+/** Idle connections held for the RSS-per-connection metric (PERFORMANCE.md B.4 used 1,000). */
+export const DEFAULT_HOLD_CONNECTIONS = 1000;
+
+export interface BenchOptions {
+  readonly help: boolean;
+  readonly quick: boolean;
+  readonly jsonFile: string | undefined;
+  /** Paths in run order; `direct` is always first because every ratio needs it. */
+  readonly paths: readonly string[];
+  readonly metrics: readonly MetricGroup[];
+  readonly durationMs: number;
+  readonly warmupMs: number;
+  readonly rounds: number;
+  readonly connections: number;
+}
+
+export const USAGE = `usage: npm run bench -- [options]
+  --quick               smoke run: ${QUICK_DURATION_S} s per timed metric (default ${DEFAULT_DURATION_S} s)
+  --paths a,b,...       paths to measure (default: all); direct is always added, ratios need it
+  --metrics a,b,...     ${METRIC_GROUPS.join(', ')} (cpu = rps; default: all)
+  --json FILE           also write one JSON object per line and metric to FILE
+  --duration SECONDS    length of each timed measurement window
+  --rounds N            repeat the timed metrics N times, interleaved, and report medians (default 1)
+  --connections N       idle connections held for the memory metric (default ${DEFAULT_HOLD_CONNECTIONS})
+  --help                this text`;
+
+function list(value: string, flag: string): string[] {
+  const items = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+  if (items.length === 0) throw new UsageError(`${flag} needs a comma-separated list`);
+  return items;
+}
+
+function positiveNumber(value: string, flag: string, integer: boolean): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) {
+    throw new UsageError(
+      `${flag} must be a positive ${integer ? 'integer' : 'number'}, got ${JSON.stringify(value)}`,
+    );
+  }
+  return n;
+}
+
+/**
+ * Parses argv (without the node and script entries). `knownPaths` is the registry's path names,
+ * in default run order. Throws UsageError with a message fit for the terminal.
+ */
+export function parseArgs(argv: readonly string[], knownPaths: readonly string[]): BenchOptions {
+  let help = false;
+  let quick = false;
+  let jsonFile: string | undefined;
+  let paths: string[] | undefined;
+  let metrics: string[] | undefined;
+  let durationS: number | undefined;
+  let rounds = 1;
+  let connections = DEFAULT_HOLD_CONNECTIONS;
+
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf('=');
+    const flag = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
+    const inline = arg.startsWith('--') && eq > 0 ? arg.slice(eq + 1) : undefined;
+    const value = (): string => {
+      if (inline !== undefined) return inline;
+      const next = argv[i + 1];
+      if (next === undefined || next.startsWith('--')) throw new UsageError(`${flag} needs a value`);
+      i++;
+      return next;
+    };
+    switch (flag) {
+      case '--help':
+      case '-h':
+        help = true;
+        break;
+      case '--quick':
+        quick = true;
+        break;
+      case '--json':
+        jsonFile = value();
+        break;
+      case '--paths':
+        paths = list(value(), flag);
+        break;
+      case '--metrics':
+        metrics = list(value(), flag);
+        break;
+      case '--duration':
+        durationS = positiveNumber(value(), flag, false);
+        break;
+      case '--rounds':
+        rounds = positiveNumber(value(), flag, true);
+        break;
+      case '--connections':
+        connections = positiveNumber(value(), flag, true);
+        break;
+      default:
+        throw new UsageError(`unknown argument ${JSON.stringify(arg)}\n${USAGE}`);
+    }
+  }
+
+  const selectedPaths = paths ?? [...knownPaths];
+  for (const p of selectedPaths) {
+    if (!knownPaths.includes(p))
+      throw new UsageError(`unknown path ${JSON.stringify(p)} (known: ${knownPaths.join(', ')})`);
+  }
+  const orderedPaths = ['direct', ...selectedPaths.filter((p) => p !== 'direct')].filter(
+    (p, i, all) => all.indexOf(p) === i,
+  );
+
+  let selectedMetrics: MetricGroup[] = [...METRIC_GROUPS];
+  if (metrics) {
+    const wanted = new Set<MetricGroup>();
+    for (const m of metrics) {
+      const g = METRIC_ALIASES[m] ?? METRIC_GROUPS.find((x) => x === m);
+      if (g === undefined) {
+        throw new UsageError(
+          `unknown metric group ${JSON.stringify(m)} (known: ${METRIC_GROUPS.join(', ')}, cpu)`,
+        );
+      }
+      wanted.add(g);
+    }
+    // Keep the canonical order (memory first, while the tunnels are still idle).
+    selectedMetrics = METRIC_GROUPS.filter((g) => wanted.has(g));
+  }
+
+  return {
+    help,
+    quick,
+    jsonFile,
+    paths: orderedPaths,
+    metrics: selectedMetrics,
+    durationMs: Math.round((durationS ?? (quick ? QUICK_DURATION_S : DEFAULT_DURATION_S)) * 1000),
+    warmupMs: quick ? QUICK_WARMUP_MS : DEFAULT_WARMUP_MS,
+    rounds,
+    connections,
+  };
+}

@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: Apache-2.0
+// Runs one metric against one running path: spawns the load generator (its own child process,
+// started through the path's SpawnSpec so a netns path can run it inside a namespace), and
+// samples the tunnel processes' CPU and RSS from /proc around the load generator's measurement
+// window. Method: PERFORMANCE.md B.1–B.4.
+import { errorMessage, MeshError } from '../src/shared/errors.ts';
+import {
+  loadgenEventSchema,
+  RELEASE_COMMAND,
+  type LoadgenResult,
+  type LoadgenTask,
+} from './loadgen-protocol.ts';
+import { cpuSeconds, rssKiB, type ProcessRegistry } from './procs.ts';
+import type { PathInstance, SpawnSpec, TunnelProcess } from './types.ts';
+
+export class MeasurementError extends MeshError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('BENCH_ERR_MEASUREMENT', message, options);
+  }
+}
+
+/** Sizes and shapes fixed by the method (PERFORMANCE.md targets table and B.1). */
+export const RPS_CONNECTIONS = 32;
+export const REQUEST_SIZE = 1024;
+export const LATENCY_RATE = 1000;
+export const CONN_WORKERS = 8;
+/** The "one small echo" each held connection exchanges before it idles (memory metric). */
+export const HOLD_ECHO_SIZE = 64;
+/** At most this many held connections are being opened at once (bounded bursts for stunnel). */
+const HOLD_CONCURRENCY = 32;
+/** Let allocators and GC settle before reading RSS (halved by --quick). */
+export const RSS_SETTLE_MS = 1000;
+/** Slack on top of a task's own duration before the harness gives up on the load generator. */
+const LOADGEN_SLACK_MS = 60_000;
+
+export interface Timing {
+  readonly warmupMs: number;
+  readonly durationMs: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface Hooks {
+  onMeasureStart?: () => void;
+  onMeasureEnd?: () => void;
+  onHolding?: (open: number) => Promise<void>;
+}
+
+/** Runs one load-generator task to completion in a child process and returns its result. */
+export async function runLoadgen(
+  procs: ProcessRegistry,
+  spec: SpawnSpec | undefined,
+  task: LoadgenTask,
+  hooks: Hooks = {},
+  timeoutMs = LOADGEN_SLACK_MS + ('durationMs' in task ? task.warmupMs + task.durationMs : 0),
+): Promise<LoadgenResult> {
+  const child = procs.spawnNode(`loadgen-${task.kind}`, 'loadgen.ts', [JSON.stringify(task)], spec);
+  let hookError: unknown;
+  let result: LoadgenResult;
+  try {
+    result = await child.waitForLine((value): LoadgenResult | undefined => {
+      const parsed = loadgenEventSchema.safeParse(value);
+      if (!parsed.success) return undefined;
+      const ev = parsed.data;
+      switch (ev.event) {
+        case 'measure_start':
+          hooks.onMeasureStart?.();
+          return undefined;
+        case 'measure_end':
+          hooks.onMeasureEnd?.();
+          return undefined;
+        case 'holding':
+          void (hooks.onHolding ?? (async () => undefined))(ev.open)
+            .catch((err: unknown) => (hookError = err))
+            .finally(() => child.send(RELEASE_COMMAND));
+          return undefined;
+        case 'error':
+          throw new MeasurementError(`load generator: ${ev.message}`);
+        case 'result':
+          return ev.result;
+      }
+    }, timeoutMs);
+  } finally {
+    await child.kill();
+  }
+  if (hookError !== undefined) {
+    throw hookError instanceof Error ? hookError : new MeasurementError(errorMessage(hookError));
+  }
+  return result;
+}
+
+function expect<K extends LoadgenResult['kind']>(
+  r: LoadgenResult,
+  kind: K,
+): Extract<LoadgenResult, { kind: K }> {
+  if (r.kind !== kind) throw new MeasurementError(`expected a ${kind} result, got ${r.kind}`);
+  return r as Extract<LoadgenResult, { kind: K }>;
+}
+
+/** Metric 1: one connection, bulk from the backend's source, Gbit/s at the receiver. */
+export async function measureThroughput(
+  procs: ProcessRegistry,
+  path: PathInstance,
+  t: Timing,
+): Promise<number> {
+  const r = await runLoadgen(procs, path.loadgen, { kind: 'throughput', target: path.targets.source, ...t });
+  return expect(r, 'throughput').gbitPerS;
+}
+
+export interface RpsMeasurement {
+  readonly perS: number;
+  /** utime+stime of all tunnel processes over the window, in cores; undefined without processes. */
+  readonly tunnelCores: number | undefined;
+}
+
+function cpuSnapshot(processes: readonly TunnelProcess[]): { wallNs: bigint; cpu: number } {
+  return { wallNs: process.hrtime.bigint(), cpu: processes.reduce((sum, p) => sum + cpuSeconds(p.pid), 0) };
+}
+
+/** Metrics 2 and 6: closed loop, 32 connections, 1 KiB echo; tunnel CPU over the same window. */
+export async function measureRps(
+  procs: ProcessRegistry,
+  path: PathInstance,
+  t: Timing,
+): Promise<RpsMeasurement> {
+  let start: { wallNs: bigint; cpu: number } | undefined;
+  let end: { wallNs: bigint; cpu: number } | undefined;
+  const r = await runLoadgen(
+    procs,
+    path.loadgen,
+    { kind: 'rps', target: path.targets.echo, connections: RPS_CONNECTIONS, size: REQUEST_SIZE, ...t },
+    {
+      onMeasureStart: () => (start = cpuSnapshot(path.processes)),
+      onMeasureEnd: () => (end = cpuSnapshot(path.processes)),
+    },
+  );
+  const perS = expect(r, 'rps').perS;
+  if (path.processes.length === 0) return { perS, tunnelCores: undefined };
+  if (!start || !end) throw new MeasurementError('load generator did not report its measurement window');
+  const wall = Number(end.wallNs - start.wallNs) / 1e9;
+  return { perS, tunnelCores: (end.cpu - start.cpu) / wall };
+}
+
+export interface LatencyMeasurement {
+  readonly p50Us: number;
+  readonly p99Us: number;
+  readonly lost: number;
+  readonly sendLagP50Us: number;
+  readonly sendLagP99Us: number;
+}
+
+/** Metric 3: open loop, 1000 req/s, 1 KiB ping-pong on one connection, from the scheduled time. */
+export async function measureLatency(
+  procs: ProcessRegistry,
+  path: PathInstance,
+  t: Timing,
+): Promise<LatencyMeasurement> {
+  const r = expect(
+    await runLoadgen(procs, path.loadgen, {
+      kind: 'latency',
+      target: path.targets.echo,
+      rate: LATENCY_RATE,
+      size: REQUEST_SIZE,
+      ...t,
+    }),
+    'latency',
+  );
+  return {
+    p50Us: r.p50Us,
+    p99Us: r.p99Us,
+    lost: r.lost,
+    sendLagP50Us: r.sendLagP50Us,
+    sendLagP99Us: r.sendLagP99Us,
+  };
+}
+
+export interface ConnsMeasurement {
+  readonly perS: number;
+  readonly errors: number;
+}
+
+/** Metric 4: connect, send 1 KiB, read the echo, close; 8 concurrent workers. */
+export async function measureConns(
+  procs: ProcessRegistry,
+  path: PathInstance,
+  t: Timing,
+): Promise<ConnsMeasurement> {
+  const r = expect(
+    await runLoadgen(procs, path.loadgen, {
+      kind: 'conns',
+      target: path.targets.echo,
+      workers: CONN_WORKERS,
+      size: REQUEST_SIZE,
+      ...t,
+    }),
+    'conns',
+  );
+  return { perS: r.perS, errors: r.errors };
+}
+
+/** RSS of each tunnel process in kB (decimal, as the floors are written). */
+export function sampleRss(path: PathInstance): number[] {
+  return path.processes.map((p) => (rssKiB(p.pid) * 1024) / 1000);
+}
+
+/** Metric 5a: idle RSS per tunnel process, kB. */
+export async function measureIdleRss(path: PathInstance, settleMs = RSS_SETTLE_MS): Promise<number[]> {
+  await sleep(settleMs);
+  return sampleRss(path);
+}
+
+/**
+ * Metric 5b: RSS per proxied connection per tunnel process, kB: open `connections` idle
+ * connections through the path (one small echo each), RSS delta / connections.
+ */
+export async function measureRssPerConnection(
+  procs: ProcessRegistry,
+  path: PathInstance,
+  connections: number,
+  settleMs = RSS_SETTLE_MS,
+): Promise<number[]> {
+  await sleep(settleMs);
+  const before = sampleRss(path);
+  let after: number[] | undefined;
+  let open = 0;
+  const r = await runLoadgen(
+    procs,
+    path.loadgen,
+    {
+      kind: 'hold',
+      target: path.targets.echo,
+      connections,
+      size: HOLD_ECHO_SIZE,
+      concurrency: HOLD_CONCURRENCY,
+    },
+    {
+      onHolding: async (n) => {
+        open = n;
+        await sleep(settleMs);
+        after = sampleRss(path);
+      },
+    },
+  );
+  expect(r, 'hold');
+  if (!after || open !== connections) {
+    throw new MeasurementError(`held ${open} of ${connections} connections`);
+  }
+  const a = after;
+  return before.map((b, i) => (a[i]! - b) / connections);
+}
+
+export type WarmUpShape = 'rps' | 'conns' | 'throughput';
+
+/**
+ * A short burst of the given traffic shapes, so JIT, pools and caches are warm before measuring.
+ * The memory metrics get a light one (no bulk transfer): bulk traffic grows a Node tunnel's heap
+ * and socket buffers, which V8 keeps for a while (PERFORMANCE.md B.4), and that is not idle RSS.
+ */
+export async function warmUp(
+  procs: ProcessRegistry,
+  path: PathInstance,
+  durationMs: number,
+  shapes: readonly WarmUpShape[],
+): Promise<void> {
+  const t = { warmupMs: 0, durationMs };
+  const target = path.targets.echo;
+  for (const shape of shapes) {
+    switch (shape) {
+      case 'rps':
+        await runLoadgen(procs, path.loadgen, {
+          kind: 'rps',
+          target,
+          connections: 8,
+          size: REQUEST_SIZE,
+          ...t,
+        });
+        break;
+      case 'conns':
+        await runLoadgen(procs, path.loadgen, {
+          kind: 'conns',
+          target,
+          workers: 4,
+          size: REQUEST_SIZE,
+          ...t,
+        });
+        break;
+      case 'throughput':
+        await runLoadgen(procs, path.loadgen, { kind: 'throughput', target: path.targets.source, ...t });
+        break;
+    }
+  }
+}

@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: Apache-2.0
+// The `stunnel` path, the C mTLS reference peer of PERFORMANCE.md B.1: load generator →
+// stunnel client (127.0.0.1) → mutual TLS (TLS 1.3, TLS_AES_128_GCM_SHA256, ECDSA P-256
+// certificates generated with openssl at run time) → stunnel server → backend. Debian's
+// stunnel4, two foreground processes, one TLS connection per application connection (stunnel
+// runs a thread per connection).
+import { execFile } from 'node:child_process';
+import { accessSync, constants, writeFileSync } from 'node:fs';
+import { delimiter, isAbsolute, join } from 'node:path';
+import { promisify } from 'node:util';
+import { formatEndpoint } from '../child.ts';
+import { freePort, waitForService } from '../net.ts';
+import type { BackendServices, Endpoint, PathContext, PathModule, TrackedChild } from '../types.ts';
+
+const run = promisify(execFile);
+
+/** The message the brief asks for, verbatim, when the tool is absent. */
+export const STUNNEL_MISSING = 'stunnel not found: apt-get install stunnel4';
+export const STUNNEL_ENV = 'MESH_BENCH_STUNNEL';
+const START_ATTEMPTS = 3;
+const READY_TIMEOUT_MS = 10_000;
+const HOST = '127.0.0.1';
+
+function findExecutable(names: readonly string[]): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/bin', '/usr/sbin', '/usr/local/bin'];
+  for (const name of names) {
+    if (isAbsolute(name)) {
+      try {
+        accessSync(name, constants.X_OK);
+        return name;
+      } catch {
+        continue;
+      }
+    }
+    for (const dir of dirs) {
+      if (!dir) continue;
+      const p = join(dir, name);
+      try {
+        accessSync(p, constants.X_OK);
+        return p;
+      } catch {
+        /* next */
+      }
+    }
+  }
+  return undefined;
+}
+
+/** A throwaway CA plus one server and one client certificate, all ECDSA P-256, valid one day. */
+async function makeCerts(dir: string): Promise<void> {
+  // Arguments are written as one string each and split on spaces: none of them contains one.
+  const openssl = async (args: string): Promise<void> => {
+    await run('openssl', args.split(' '), { cwd: dir });
+  };
+  const p256 = 'genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256';
+  await openssl(`${p256} -out ca.key`);
+  await openssl(
+    'req -x509 -new -key ca.key -subj /CN=mesh-bench-ca -days 1 -sha256 ' +
+      '-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign -out ca.crt',
+  );
+  for (const [name, usage] of [
+    ['server', 'serverAuth'],
+    ['client', 'clientAuth'],
+  ] as const) {
+    writeFileSync(
+      join(dir, `${name}.ext`),
+      'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n' +
+        `extendedKeyUsage=${usage}\nsubjectAltName=IP:${HOST},DNS:localhost\n`,
+    );
+    await openssl(`${p256} -out ${name}.key`);
+    await openssl(`req -new -key ${name}.key -subj /CN=mesh-bench-${name} -out ${name}.csr`);
+    await openssl(
+      `x509 -req -in ${name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -sha256 ` +
+        `-extfile ${name}.ext -out ${name}.crt`,
+    );
+  }
+}
+
+interface Service {
+  readonly name: string;
+  readonly accept: Endpoint;
+  readonly connect: Endpoint;
+}
+
+function config(dir: string, role: 'client' | 'server', services: readonly Service[]): string {
+  const lines = [
+    `; mesh bench stunnel ${role}, generated`,
+    'foreground = yes',
+    // Errors only: the bench opens and drops thousands of connections on purpose.
+    'debug = 3',
+    'socket = l:TCP_NODELAY=1',
+    'socket = r:TCP_NODELAY=1',
+  ];
+  for (const s of services) {
+    lines.push(
+      `[${s.name}]`,
+      ...(role === 'client' ? ['client = yes'] : []),
+      `accept = ${formatEndpoint(s.accept)}`,
+      `connect = ${formatEndpoint(s.connect)}`,
+      `cert = ${join(dir, `${role}.crt`)}`,
+      `key = ${join(dir, `${role}.key`)}`,
+      `CAfile = ${join(dir, 'ca.crt')}`,
+      // Mutual TLS: both ends verify the peer's chain; the server requires a client cert.
+      'verifyChain = yes',
+      ...(role === 'server' ? ['requireCert = yes'] : []),
+      'sslVersionMin = TLSv1.3',
+      'sslVersionMax = TLSv1.3',
+      'ciphersuites = TLS_AES_128_GCM_SHA256',
+      'curves = prime256v1',
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function startOnce(ctx: PathContext, bin: string, backend: BackendServices, dir: string) {
+  const serverSide = { echo: await freePort(HOST), source: await freePort(HOST) };
+  const clientSide = { echo: await freePort(HOST), source: await freePort(HOST) };
+  const ep = (port: number): Endpoint => ({ host: HOST, port });
+  const serverConf = join(dir, 'stunnel-server.conf');
+  const clientConf = join(dir, 'stunnel-client.conf');
+  writeFileSync(
+    serverConf,
+    config(dir, 'server', [
+      { name: 'echo', accept: ep(serverSide.echo), connect: backend.echo },
+      { name: 'source', accept: ep(serverSide.source), connect: backend.source },
+    ]),
+  );
+  writeFileSync(
+    clientConf,
+    config(dir, 'client', [
+      { name: 'echo', accept: ep(clientSide.echo), connect: ep(serverSide.echo) },
+      { name: 'source', accept: ep(clientSide.source), connect: ep(serverSide.source) },
+    ]),
+  );
+  const children: TrackedChild[] = [];
+  const alive = new Set<number>();
+  const watch = (c: TrackedChild): TrackedChild => {
+    alive.add(c.pid);
+    void c.exited.then(() => alive.delete(c.pid));
+    children.push(c);
+    return c;
+  };
+  const server = watch(ctx.spawn('stunnel-server', bin, [serverConf], { cwd: dir }));
+  const client = watch(ctx.spawn('stunnel-client', bin, [clientConf], { cwd: dir }));
+  const close = async (): Promise<void> => {
+    await Promise.all(children.map((c) => c.kill()));
+  };
+  try {
+    const bothAlive = (): boolean => alive.has(server.pid) && alive.has(client.pid);
+    const targets = { echo: ep(clientSide.echo), source: ep(clientSide.source) };
+    await waitForService(targets.echo, 'echo', READY_TIMEOUT_MS, bothAlive);
+    await waitForService(targets.source, 'source', READY_TIMEOUT_MS, bothAlive);
+    return {
+      targets,
+      processes: [
+        { pid: client.pid, end: 'client' as const, label: 'stunnel-client' },
+        { pid: server.pid, end: 'server' as const, label: 'stunnel-server' },
+      ],
+      close,
+    };
+  } catch (err) {
+    const tails = `stunnel-server: ${server.stderrTail()}\nstunnel-client: ${client.stderrTail()}`;
+    await close();
+    throw new Error(`stunnel did not start: ${err instanceof Error ? err.message : String(err)}\n${tails}`, {
+      cause: err,
+    });
+  }
+}
+
+export const stunnelPath: PathModule = {
+  name: 'stunnel',
+  description: 'stunnel client → mTLS (TLS 1.3, AES-128-GCM, P-256) → stunnel server → echo server',
+  start: async (ctx) => {
+    // MESH_BENCH_STUNNEL names a binary explicitly (hosts where it is not on PATH as stunnel4).
+    const override = process.env[STUNNEL_ENV];
+    const bin = override !== undefined ? findExecutable([override]) : findExecutable(['stunnel4', 'stunnel']);
+    if (bin === undefined) return { kind: 'missing', reason: STUNNEL_MISSING };
+    const dir = ctx.tmpDir;
+    await makeCerts(dir);
+    let last: unknown;
+    // Ports are picked free and then bound by stunnel, which can race with other processes.
+    for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
+      try {
+        return { kind: 'ready', instance: await startOnce(ctx, bin, ctx.backend, dir) };
+      } catch (err) {
+        last = err;
+        ctx.log(
+          `stunnel start attempt ${attempt} failed: ${err instanceof Error ? err.message : String(err)}`,
+        );
+      }
+    }
+    throw last;
+  },
+};

@@ -1,0 +1,259 @@
+// SPDX-License-Identifier: Apache-2.0
+// The bench's output: the metric catalogue (stable snake_case names and units), the JSON-lines
+// record format, ratios against the direct path, the PERFORMANCE.md floor check and the text
+// table. Pure, so test/unit/bench/report.test.ts can check it.
+
+/**
+ * Every metric the bench emits. `ratio: true` means ratio_to_direct = path / direct (same run);
+ * `ratio: false` means ratio_to_direct is null because a ratio makes no sense there: the added
+ * round trip is already a difference against direct (direct's own would be 0), the direct path
+ * has no tunnel processes to take memory or CPU of, and availability is a flag.
+ */
+export const METRICS = {
+  path_available: { unit: 'bool', ratio: false, label: 'path available (1) or missing/failed (0)' },
+  throughput_single_stream: { unit: 'Gbit/s', ratio: true, label: 'single-stream throughput' },
+  rps_c32_1k: { unit: 'req/s', ratio: true, label: 'requests/s, 32 conns, 1 KiB echo' },
+  rtt_p50_at_1000rps: { unit: 'us', ratio: true, label: 'RTT p50 at 1000 req/s' },
+  rtt_p99_at_1000rps: { unit: 'us', ratio: true, label: 'RTT p99 at 1000 req/s' },
+  added_rtt_p50_at_1000rps: { unit: 'us', ratio: false, label: 'added RTT p50 (path − direct)' },
+  added_rtt_p99_at_1000rps: { unit: 'us', ratio: false, label: 'added RTT p99 (path − direct)' },
+  new_connections_per_s: { unit: 'conn/s', ratio: true, label: 'new connections/s, 8 workers' },
+  idle_rss: { unit: 'MB', ratio: false, label: 'idle RSS, all tunnel processes' },
+  idle_rss_client_end: { unit: 'MB', ratio: false, label: 'idle RSS, client end' },
+  idle_rss_server_end: { unit: 'MB', ratio: false, label: 'idle RSS, server end' },
+  rss_per_connection: { unit: 'kB', ratio: false, label: 'RSS per connection, both ends' },
+  rss_per_connection_client_end: { unit: 'kB', ratio: false, label: 'RSS per connection, client end' },
+  rss_per_connection_server_end: { unit: 'kB', ratio: false, label: 'RSS per connection, server end' },
+  tunnel_cpu_cores_c32: { unit: 'cores', ratio: false, label: 'tunnel CPU during rps_c32_1k' },
+  tunnel_cpu_cores_per_1000rps: { unit: 'cores', ratio: false, label: 'tunnel CPU per 1000 req/s' },
+} as const satisfies Record<string, { unit: string; ratio: boolean; label: string }>;
+
+export type MetricName = keyof typeof METRICS;
+export const METRIC_NAMES = Object.keys(METRICS) as MetricName[];
+
+/** One line of `--json` output. Keys in this order; nothing else. */
+export interface MetricRecord {
+  readonly metric: MetricName;
+  readonly path: string;
+  readonly value: number;
+  readonly unit: string;
+  readonly ratio_to_direct: number | null;
+}
+
+export function jsonLine(r: MetricRecord): string {
+  return JSON.stringify({
+    metric: r.metric,
+    path: r.path,
+    value: r.value,
+    unit: r.unit,
+    ratio_to_direct: r.ratio_to_direct,
+  });
+}
+
+/** Measured values of one path (medians over rounds); absent = not measured. */
+export type PathValues = Partial<Record<MetricName, number>>;
+
+export type PathStatus =
+  { readonly kind: 'ok' } | { readonly kind: 'missing' | 'failed'; readonly reason: string };
+
+/** path / direct when both are finite and direct is non-zero, else null. */
+export function ratio(value: number, direct: number | undefined): number | null {
+  if (direct === undefined || !Number.isFinite(value) || !Number.isFinite(direct) || direct === 0)
+    return null;
+  return value / direct;
+}
+
+/**
+ * Turns per-path values into records: derives added_rtt_* (path − direct, non-direct paths
+ * only) and ratio_to_direct, and adds a path_available record per path. Order: path order, then
+ * catalogue order.
+ */
+export function buildRecords(
+  paths: readonly string[],
+  values: ReadonlyMap<string, PathValues>,
+  status: ReadonlyMap<string, PathStatus>,
+): MetricRecord[] {
+  const direct = values.get('direct') ?? {};
+  const out: MetricRecord[] = [];
+  for (const path of paths) {
+    const ok = (status.get(path)?.kind ?? 'ok') === 'ok';
+    const v: PathValues = { ...(values.get(path) ?? {}) };
+    if (path !== 'direct') {
+      if (v.rtt_p50_at_1000rps !== undefined && direct.rtt_p50_at_1000rps !== undefined) {
+        v.added_rtt_p50_at_1000rps = v.rtt_p50_at_1000rps - direct.rtt_p50_at_1000rps;
+      }
+      if (v.rtt_p99_at_1000rps !== undefined && direct.rtt_p99_at_1000rps !== undefined) {
+        v.added_rtt_p99_at_1000rps = v.rtt_p99_at_1000rps - direct.rtt_p99_at_1000rps;
+      }
+    }
+    v.path_available = ok ? 1 : 0;
+    for (const metric of METRIC_NAMES) {
+      const value = v[metric];
+      if (value === undefined || Number.isNaN(value)) continue;
+      const def = METRICS[metric];
+      out.push({
+        metric,
+        path,
+        value,
+        unit: def.unit,
+        ratio_to_direct: def.ratio ? ratio(value, direct[metric]) : null,
+      });
+    }
+  }
+  return out;
+}
+
+/** A floor from the PERFORMANCE.md target table ("an issue is not done below it"). */
+export interface Floor {
+  readonly metric: MetricName;
+  /** Compare the ratio to direct or the value itself. */
+  readonly on: 'ratio' | 'value';
+  readonly op: '>=' | '<=';
+  readonly threshold: number;
+  readonly text: string;
+}
+
+export const FLOORS: readonly Floor[] = [
+  {
+    metric: 'throughput_single_stream',
+    on: 'ratio',
+    op: '>=',
+    threshold: 0.1,
+    text: 'throughput ≥ 0.10× direct',
+  },
+  { metric: 'rps_c32_1k', on: 'ratio', op: '>=', threshold: 0.5, text: 'requests/s ≥ 0.50× direct' },
+  {
+    metric: 'new_connections_per_s',
+    on: 'ratio',
+    op: '>=',
+    threshold: 0.1,
+    text: 'new conns/s ≥ 0.10× direct',
+  },
+  { metric: 'added_rtt_p50_at_1000rps', on: 'value', op: '<=', threshold: 250, text: 'added p50 ≤ 250 µs' },
+  { metric: 'added_rtt_p99_at_1000rps', on: 'value', op: '<=', threshold: 1000, text: 'added p99 ≤ 1 ms' },
+  {
+    metric: 'rss_per_connection_client_end',
+    on: 'value',
+    op: '<=',
+    threshold: 30,
+    text: 'RSS/conn client end ≤ 30 kB',
+  },
+  {
+    metric: 'rss_per_connection_server_end',
+    on: 'value',
+    op: '<=',
+    threshold: 30,
+    text: 'RSS/conn server end ≤ 30 kB',
+  },
+  {
+    metric: 'idle_rss_client_end',
+    on: 'value',
+    op: '<=',
+    threshold: 60,
+    text: 'idle RSS client end ≤ 60 MB',
+  },
+  {
+    metric: 'idle_rss_server_end',
+    on: 'value',
+    op: '<=',
+    threshold: 60,
+    text: 'idle RSS server end ≤ 60 MB',
+  },
+];
+
+/** Paths the floors apply to: the mesh's own data path(s), not the references. */
+export const FLOOR_PATHS: readonly string[] = ['hbone', 'ztunnel'];
+
+export interface FloorCheck {
+  readonly floor: Floor;
+  readonly actual: number | null;
+  readonly status: 'pass' | 'BELOW' | 'n/a';
+}
+
+export function checkFloors(records: readonly MetricRecord[], path: string): FloorCheck[] {
+  return FLOORS.map((floor) => {
+    const r = records.find((x) => x.path === path && x.metric === floor.metric);
+    const actual = r === undefined ? null : floor.on === 'ratio' ? r.ratio_to_direct : r.value;
+    if (actual === null) return { floor, actual, status: 'n/a' };
+    const ok = floor.op === '>=' ? actual >= floor.threshold : actual <= floor.threshold;
+    return { floor, actual, status: ok ? 'pass' : 'BELOW' };
+  });
+}
+
+/** Three significant digits, no exponent, for the table. */
+export function formatNumber(v: number): string {
+  if (!Number.isFinite(v)) return String(v);
+  const a = Math.abs(v);
+  if (a >= 100) return Math.round(v).toString();
+  if (a >= 10) return v.toFixed(1);
+  if (a >= 1) return v.toFixed(2);
+  return v.toFixed(3);
+}
+
+const TABLE_UNITS: Readonly<Record<string, string>> = { us: 'µs' };
+
+/** Display width in code points (the table has only BMP symbols such as µ, ×, –, ≥). */
+function width(s: string): number {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
+}
+
+function pad(s: string, n: number): string {
+  return s + ' '.repeat(Math.max(0, n - width(s)));
+}
+
+/** The stdout table: one row per metric, one column per path, "value (ratio×)" cells. */
+export function formatTable(
+  paths: readonly string[],
+  records: readonly MetricRecord[],
+  status: ReadonlyMap<string, PathStatus>,
+): string {
+  const header = ['metric', 'unit', ...paths];
+  const rows: string[][] = [];
+  for (const metric of METRIC_NAMES) {
+    if (metric === 'path_available') continue;
+    const cells = paths.map((path) => {
+      const st = status.get(path);
+      if (st && st.kind !== 'ok') return st.kind;
+      const r = records.find((x) => x.path === path && x.metric === metric);
+      if (!r) return '–';
+      return r.ratio_to_direct === null || path === 'direct'
+        ? formatNumber(r.value)
+        : `${formatNumber(r.value)} (${r.ratio_to_direct.toFixed(2)}×)`;
+    });
+    if (cells.every((c) => c === '–' || c === 'missing' || c === 'failed')) continue;
+    const unit: string = METRICS[metric].unit;
+    rows.push([metric, TABLE_UNITS[unit] ?? unit, ...cells]);
+  }
+  const widths = header.map((h, i) => Math.max(width(h), ...rows.map((r) => width(r[i]!))) + 2);
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => pad(c, widths[i]!))
+      .join('')
+      .trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w - 2))), ...rows.map(line)].join('\n');
+}
+
+/** The floors section for one path, or a line saying why it was not checked. */
+export function formatFloors(
+  path: string,
+  records: readonly MetricRecord[],
+  status: PathStatus | undefined,
+): string {
+  if (status && status.kind !== 'ok')
+    return `floors for ${path}: not checked (${status.kind}: ${status.reason})`;
+  const checks = checkFloors(records, path);
+  const lines = [`floors for ${path} (PERFORMANCE.md target table):`];
+  const w = Math.max(...checks.map((c) => width(c.floor.text))) + 2;
+  for (const c of checks) {
+    const actual =
+      c.actual === null
+        ? 'not measured'
+        : c.floor.on === 'ratio'
+          ? `${c.actual.toFixed(3)}×`
+          : `${formatNumber(c.actual)} ${TABLE_UNITS[METRICS[c.floor.metric].unit] ?? METRICS[c.floor.metric].unit}`;
+    lines.push(`  ${pad(c.floor.text, w)}${pad(actual, 16)}${c.status}`);
+  }
+  return lines.join('\n');
+}

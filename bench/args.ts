@@ -13,7 +13,7 @@ export const METRIC_GROUPS = ['memory', 'throughput', 'rps', 'latency', 'conns']
 export type MetricGroup = (typeof METRIC_GROUPS)[number];
 const METRIC_ALIASES: Readonly<Record<string, MetricGroup>> = { cpu: 'rps' };
 
-/** Defaults: 5 s per timed metric (2 s with --quick) keeps a 3-path run within ~4 min (~40 s quick). */
+/** Defaults: 5 s per timed metric (2 s with --quick); both groups, 6 paths, ~4 min (~2 min quick). */
 export const DEFAULT_DURATION_S = 5;
 export const QUICK_DURATION_S = 2;
 /** Unmeasured lead-in of every timed metric (connections up, windows open, JIT warm). */
@@ -22,11 +22,22 @@ export const QUICK_WARMUP_MS = 200;
 /** Idle connections held for the RSS-per-connection metric (PERFORMANCE.md B.4 used 1,000). */
 export const DEFAULT_HOLD_CONNECTIONS = 1000;
 
+/** A group of paths as args.ts sees it: its baseline is always measured with it, first. */
+export interface ArgGroup {
+  readonly name: string;
+  readonly baseline: string;
+  /** The group's paths in registry order, baseline included. */
+  readonly paths: readonly string[];
+}
+
 export interface BenchOptions {
   readonly help: boolean;
   readonly quick: boolean;
   readonly jsonFile: string | undefined;
-  /** Paths in run order; `direct` is always first because every ratio needs it. */
+  /**
+   * Paths in run order, group by group; each group's baseline (`direct`, `pod-direct`) comes
+   * first in its group because the group's ratios need it.
+   */
   readonly paths: readonly string[];
   readonly metrics: readonly MetricGroup[];
   readonly durationMs: number;
@@ -37,7 +48,9 @@ export interface BenchOptions {
 
 export const USAGE = `usage: npm run bench -- [options]
   --quick               smoke run: ${QUICK_DURATION_S} s per timed metric (default ${DEFAULT_DURATION_S} s)
-  --paths a,b,...       paths to measure (default: all); direct is always added, ratios need it
+  --paths a,b,...       paths or groups to measure (default: all): direct, stunnel, hbone (group
+                        loopback); pod-direct, pod-stunnel, ztunnel (group netns, needs root).
+                        A group's baseline (direct, pod-direct) is always added, ratios need it
   --metrics a,b,...     ${METRIC_GROUPS.join(', ')} (cpu = rps; default: all)
   --json FILE           also write one JSON object per line and metric to FILE
   --duration SECONDS    length of each timed measurement window
@@ -65,10 +78,30 @@ function positiveNumber(value: string, flag: string, integer: boolean): number {
 }
 
 /**
- * Parses argv (without the node and script entries). `knownPaths` is the registry's path names,
- * in default run order. Throws UsageError with a message fit for the terminal.
+ * Orders the selected paths group by group (registry order of the groups), each group's baseline
+ * first, then its selected paths in the order given. A group name selects all its paths.
  */
-export function parseArgs(argv: readonly string[], knownPaths: readonly string[]): BenchOptions {
+export function orderPaths(selected: readonly string[], groups: readonly ArgGroup[]): string[] {
+  const expanded = selected.flatMap((p) => groups.find((g) => g.name === p)?.paths ?? [p]);
+  const out: string[] = [];
+  for (const g of groups) {
+    const mine = expanded.filter((p) => g.paths.includes(p));
+    if (mine.length === 0) continue;
+    for (const p of [g.baseline, ...mine]) if (!out.includes(p)) out.push(p);
+  }
+  return out;
+}
+
+/**
+ * Parses argv (without the node and script entries). `knownPaths` is the registry's path names,
+ * in default run order; `groups` groups them with their baselines (default: one group whose
+ * baseline is `direct`). Throws UsageError with a message fit for the terminal.
+ */
+export function parseArgs(
+  argv: readonly string[],
+  knownPaths: readonly string[],
+  groups: readonly ArgGroup[] = [{ name: 'all', baseline: 'direct', paths: knownPaths }],
+): BenchOptions {
   let help = false;
   let quick = false;
   let jsonFile: string | undefined;
@@ -123,12 +156,14 @@ export function parseArgs(argv: readonly string[], knownPaths: readonly string[]
 
   const selectedPaths = paths ?? [...knownPaths];
   for (const p of selectedPaths) {
-    if (!knownPaths.includes(p))
-      throw new UsageError(`unknown path ${JSON.stringify(p)} (known: ${knownPaths.join(', ')})`);
+    if (!knownPaths.includes(p) && !groups.some((g) => g.name === p)) {
+      const groupNames = groups.length > 1 ? `; groups: ${groups.map((g) => g.name).join(', ')}` : '';
+      throw new UsageError(
+        `unknown path ${JSON.stringify(p)} (known: ${knownPaths.join(', ')}${groupNames})`,
+      );
+    }
   }
-  const orderedPaths = ['direct', ...selectedPaths.filter((p) => p !== 'direct')].filter(
-    (p, i, all) => all.indexOf(p) === i,
-  );
+  const orderedPaths = orderPaths(selectedPaths, groups);
 
   let selectedMetrics: MetricGroup[] = [...METRIC_GROUPS];
   if (metrics) {

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// `npm run bench`: measures every path (direct, stunnel, hbone, …) on loopback in one run and
-// reports absolute values, ratios to the direct path measured in the same run, and the
-// PERFORMANCE.md floors for the mesh path. Method: PERFORMANCE.md B.1–B.4, DESIGN.md §5.
+// `npm run bench`: measures every path in one run, group by group (bench/groups.ts): the
+// loopback group (direct, stunnel, hbone) and, as root, the network-namespace group (pod-direct,
+// pod-stunnel, ztunnel: pods on two nodes of the test bed). Reports absolute values, ratios to
+// the group's baseline (direct, pod-direct) measured in the same run, and the PERFORMANCE.md
+// floors for the mesh paths. Method: PERFORMANCE.md B.1–B.4, DESIGN.md §5.
 //
-// Metrics are interleaved (for each metric: direct, then each path) so drift on this shared
-// 2-core machine hits every path alike. Every child runs in its own process group and is killed
-// on exit, SIGINT/SIGTERM and errors. Exit codes: 0 = measured (floors may be BELOW; missing
-// tools are reported, not failures), 1 = the harness crashed, 2 = usage, 3 = some path or
-// metric could not be measured (printed).
+// Within a group metrics are interleaved (for each metric: the baseline, then each path) so drift
+// on this shared 2-core machine hits every path alike. Every child runs in its own process group
+// and is killed on exit, SIGINT/SIGTERM and errors; a group's test beds (namespaces, ztunnels)
+// are destroyed when the group ends, on errors and on signals. Exit codes: 0 = measured (floors
+// may be BELOW; missing tools are reported, not failures), 1 = the harness crashed, 2 = usage,
+// 3 = some path or metric could not be measured (printed; includes the netns group without root).
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,7 +28,9 @@ import {
   type Timing,
   type WarmUpShape,
 } from './measure.ts';
+import { needsRootReason, PATH_GROUPS, pathGroup, type PathGroup } from './groups.ts';
 import { PATHS } from './paths/index.ts';
+import { sweepOwnTestbedsSync } from './paths/pods.ts';
 import { ProcessRegistry, softLimit } from './procs.ts';
 import {
   buildRecords,
@@ -39,11 +44,13 @@ import {
   type PathValues,
 } from './report.ts';
 import { median } from './stats.ts';
-import type { BackendServices, PathInstance, TunnelEnd } from './types.ts';
+import type { BackendServices, PathInstance, PathModule, SharedResource, TunnelEnd } from './types.ts';
 
 const BACKEND_READY_MS = 10_000;
-/** A path's start (certificates, handshakes, readiness probes) must finish within this. */
+/** A path's start (certificates, handshakes, readiness probes) must finish within this, unless the path says otherwise. */
 const PATH_START_TIMEOUT_MS = 60_000;
+/** Bound on tearing down the test beds after a signal; then the synchronous sweep runs. */
+const SIGNAL_TEARDOWN_MS = 60_000;
 
 const started = performance.now();
 const log = (msg: string): void => {
@@ -102,6 +109,62 @@ class Collector {
   }
 }
 
+/**
+ * The group resources paths share (PathContext.shared): created once per key, destroyed in
+ * reverse order by destroyAll (end of group, errors, signals). Concurrent destroyAll calls chain,
+ * so every caller returns only when the teardown is over.
+ */
+class SharedResources {
+  readonly #entries: { key: string; created: Promise<SharedResource<unknown>> }[] = [];
+  #tail: Promise<void> = Promise.resolve();
+  #used = false;
+  #closed = false;
+
+  /** No new resources from now on (the bench is stopping). */
+  close(): void {
+    this.#closed = true;
+  }
+
+  /** Whether any resource was ever created (the exit handler then sweeps namespaces). */
+  get used(): boolean {
+    return this.#used;
+  }
+
+  get<T>(key: string, create: () => Promise<SharedResource<T>>): Promise<T> {
+    let e = this.#entries.find((x) => x.key === key);
+    if (e === undefined) {
+      if (this.#closed) return Promise.reject(new Error(`${key}: not created, the bench is stopping`));
+      this.#used = true;
+      e = { key, created: create() };
+      // A failed creation cleans up after itself; the rejection reaches the caller below.
+      e.created.catch(() => undefined);
+      this.#entries.push(e);
+    }
+    return e.created.then((r) => r.value as T);
+  }
+
+  destroyAll(log: (msg: string) => void): Promise<void> {
+    const entries = this.#entries.splice(0).reverse();
+    this.#tail = this.#tail.then(async () => {
+      for (const e of entries) {
+        let r: SharedResource<unknown>;
+        try {
+          r = await e.created;
+        } catch {
+          continue;
+        }
+        try {
+          await r.destroy();
+          log(`${e.key}: removed`);
+        } catch (err) {
+          log(`${e.key}: teardown failed: ${errorMessage(err)}`);
+        }
+      }
+    });
+    return this.#tail;
+  }
+}
+
 function perEnd(path: PathInstance, perProcess: readonly number[], end: TunnelEnd): number | undefined {
   const idx = path.processes.flatMap((p, i) => (p.end === end ? [i] : []));
   if (idx.length === 0) return undefined;
@@ -122,45 +185,56 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
   }
 }
 
-async function run(opts: BenchOptions, procs: ProcessRegistry, tmp: string): Promise<number> {
+interface RunState {
+  readonly opts: BenchOptions;
+  readonly procs: ProcessRegistry;
+  readonly tmp: string;
+  readonly resources: SharedResources;
+  readonly backend: BackendServices;
+  readonly status: Map<string, PathStatus>;
+  readonly problems: string[];
+  readonly notes: string[];
+  readonly collector: Collector;
+  readonly stopping: () => boolean;
+}
+
+function moduleOf(name: string): PathModule {
+  const mod = PATHS.find((p) => p.name === name);
+  if (mod === undefined) throw new Error(`no path module ${name}`);
+  return mod;
+}
+
+const baselineOf = (path: string): string => pathGroup(moduleOf(path).group).baseline;
+
+/** Starts, warms and measures one group's paths (interleaved per metric), then closes them. */
+async function runGroup(st: RunState, group: PathGroup, paths: readonly string[]): Promise<void> {
+  const { opts, procs, status, collector, notes } = st;
   const timing: Timing = { warmupMs: opts.warmupMs, durationMs: opts.durationMs };
-  log(
-    `paths ${opts.paths.join(', ')}; metrics ${opts.metrics.join(', ')}; ` +
-      `${opts.durationMs / 1000} s per timed metric, ${opts.rounds} round(s)`,
-  );
-
-  const backendChild = procs.spawnNode('backend', 'backend.ts', ['127.0.0.1']);
-  const backend = await backendChild.waitForLine((v): BackendServices | undefined => {
-    if (typeof v !== 'object' || v === null) return undefined;
-    const o = v as Record<string, unknown>;
-    if (o.event !== 'ready' || typeof o.echo !== 'number' || typeof o.source !== 'number') return undefined;
-    return { echo: { host: '127.0.0.1', port: o.echo }, source: { host: '127.0.0.1', port: o.source } };
-  }, BACKEND_READY_MS);
-
-  const status = new Map<string, PathStatus>();
+  log(`${group.name} group: ${paths.join(', ')} (ratios against ${group.baseline})`);
   const running: Running[] = [];
-  const problems: string[] = [];
   const fail = (path: string, what: string, err: unknown): void => {
     const msg = `${path}: ${what} failed: ${errorMessage(err)}`;
-    problems.push(msg);
+    st.problems.push(msg);
     log(msg);
   };
 
-  for (const name of opts.paths) {
-    const mod = PATHS.find((p) => p.name === name)!;
-    const dir = join(tmp, name);
+  for (const name of paths) {
+    if (st.stopping()) break;
+    const mod = moduleOf(name);
+    const dir = join(st.tmp, name);
     mkdirSync(dir, { recursive: true });
     log(`starting ${name}: ${mod.description}`);
     try {
       const r = await withTimeout(
         mod.start({
-          backend,
+          backend: st.backend,
           tmpDir: dir,
           spawn: (label, command, args, spec) => procs.spawn(label, command, args, spec),
           spawnNode: (label, script, args, spec) => procs.spawnNode(label, script, args, spec),
+          shared: (key, create) => st.resources.get(key, create),
           log: (msg) => log(`${name}: ${msg}`),
         }),
-        PATH_START_TIMEOUT_MS,
+        mod.startTimeoutMs ?? PATH_START_TIMEOUT_MS,
         `${name} start`,
       );
       if (r.kind === 'missing') {
@@ -179,8 +253,6 @@ async function run(opts: BenchOptions, procs: ProcessRegistry, tmp: string): Pro
     }
   }
 
-  const collector = new Collector();
-  const notes: string[] = [];
   const live = (): Running[] => running.filter((r) => status.get(r.name)?.kind === 'ok');
 
   const warmAll = async (durationMs: number, shapes: readonly WarmUpShape[]): Promise<void> => {
@@ -197,12 +269,12 @@ async function run(opts: BenchOptions, procs: ProcessRegistry, tmp: string): Pro
   await warmAll(opts.quick ? 200 : 300, ['conns', 'rps']);
   const settleMs = opts.quick ? RSS_SETTLE_MS / 2 : RSS_SETTLE_MS;
 
-  const each = async (group: string, fn: (r: Running) => Promise<void>): Promise<void> => {
+  const each = async (metric: string, fn: (r: Running) => Promise<void>): Promise<void> => {
     for (const r of live()) {
       try {
         await fn(r);
       } catch (err) {
-        fail(r.name, group, err);
+        fail(r.name, metric, err);
       }
     }
   };
@@ -228,7 +300,8 @@ async function run(opts: BenchOptions, procs: ProcessRegistry, tmp: string): Pro
     }
     for (const r of withProcesses()) {
       try {
-        const per = await measureRssPerConnection(procs, r.instance, opts.connections, settleMs);
+        const held = await measureRssPerConnection(procs, r.instance, opts.connections, settleMs);
+        const per = held.perConnectionKb;
         collector.add(
           r.name,
           'rss_per_connection',
@@ -239,8 +312,14 @@ async function run(opts: BenchOptions, procs: ProcessRegistry, tmp: string): Pro
         if (c !== undefined) collector.add(r.name, 'rss_per_connection_client_end', c);
         if (s !== undefined) collector.add(r.name, 'rss_per_connection_server_end', s);
         const perProc = r.instance.processes.map((p, i) => `${p.label} ${formatNumber(per[i]!)} kB`);
+        const fds = r.instance.processes.map(
+          (p, i) => `${p.label} ${held.fdsBefore[i]} → ${held.fdsHeld[i]}`,
+        );
         log(`rss_per_connection ${r.name} (${opts.connections} conns): ${perProc.join(', ')}`);
-        notes.push(`RSS per connection ${r.name} (${opts.connections} held): ${perProc.join(', ')}`);
+        notes.push(
+          `RSS per connection ${r.name} (${opts.connections} held): ${perProc.join(', ')}; ` +
+            `open fds idle → holding: ${fds.join(', ')}`,
+        );
       } catch (err) {
         fail(r.name, 'rss_per_connection', err);
       }
@@ -289,29 +368,104 @@ async function run(opts: BenchOptions, procs: ProcessRegistry, tmp: string): Pro
     },
   };
   for (let round = 1; round <= opts.rounds; round++) {
-    if (opts.rounds > 1) log(`round ${round}/${opts.rounds}`);
-    for (const group of opts.metrics) {
-      if (group === 'memory') continue;
-      await each(group, timed[group]);
+    if (opts.rounds > 1) log(`${group.name} round ${round}/${opts.rounds}`);
+    for (const metric of opts.metrics) {
+      if (metric === 'memory') continue;
+      await each(metric, timed[metric]);
     }
   }
 
-  for (const r of running) await r.instance.close();
-  await backendChild.kill();
-
-  const records = buildRecords(opts.paths, collector.values(), status);
-  const out: string[] = ['', formatTable(opts.paths, records, status), ''];
-  for (const path of opts.paths.filter((p) => FLOOR_PATHS.includes(p))) {
-    out.push(formatFloors(path, records, status.get(path)), '');
+  for (const r of running) {
+    try {
+      notes.push(...(r.instance.notes?.() ?? []).map((n) => `${r.name}: ${n}`));
+    } catch (err) {
+      log(`${r.name}: notes: ${errorMessage(err)}`);
+    }
+    await r.instance.close();
   }
-  if (notes.length > 0) out.push('notes:', ...notes.map((n) => `  ${n}`), '');
-  if (problems.length > 0) out.push('NOT MEASURED:', ...problems.map((p) => `  ${p}`), '');
+}
+
+async function run(
+  opts: BenchOptions,
+  procs: ProcessRegistry,
+  tmp: string,
+  resources: SharedResources,
+  stopping: () => boolean,
+): Promise<number> {
+  log(
+    `paths ${opts.paths.join(', ')}; metrics ${opts.metrics.join(', ')}; ` +
+      `${opts.durationMs / 1000} s per timed metric, ${opts.rounds} round(s)`,
+  );
+
+  const backendChild = procs.spawnNode('backend', 'backend.ts', ['127.0.0.1']);
+  const backend = await backendChild.waitForLine((v): BackendServices | undefined => {
+    if (typeof v !== 'object' || v === null) return undefined;
+    const o = v as Record<string, unknown>;
+    if (o.event !== 'ready' || typeof o.echo !== 'number' || typeof o.source !== 'number') return undefined;
+    return { echo: { host: '127.0.0.1', port: o.echo }, source: { host: '127.0.0.1', port: o.source } };
+  }, BACKEND_READY_MS);
+
+  const st: RunState = {
+    opts,
+    procs,
+    tmp,
+    resources,
+    backend,
+    status: new Map<string, PathStatus>(),
+    problems: [],
+    notes: [],
+    collector: new Collector(),
+    stopping,
+  };
+  const groups: { group: PathGroup; paths: string[]; skipped?: string }[] = [];
+  for (const group of PATH_GROUPS) {
+    const paths = opts.paths.filter((p) => moduleOf(p).group === group.name);
+    if (paths.length === 0 || stopping()) continue;
+    if (group.needsRoot && process.getuid?.() !== 0) {
+      const reason = needsRootReason(group, paths);
+      for (const p of paths) st.status.set(p, { kind: 'missing', reason: 'needs root' });
+      st.problems.push(reason);
+      log(reason);
+      groups.push({ group, paths, skipped: reason });
+      continue;
+    }
+    groups.push({ group, paths });
+    try {
+      await runGroup(st, group, paths);
+    } finally {
+      // The group's test beds (namespaces, pods, ztunnels, backends in pods).
+      await resources.destroyAll(log);
+    }
+  }
+  await backendChild.kill();
+  if (stopping()) return 130;
+
+  const records = buildRecords(opts.paths, st.collector.values(), st.status, baselineOf);
+  const out: string[] = [''];
+  for (const { group, paths, skipped } of groups) {
+    out.push(group.title);
+    if (skipped !== undefined) {
+      out.push(`  NOT MEASURED: ${skipped}`, '');
+      continue;
+    }
+    out.push(
+      `ratios (×) are path / ${group.baseline} measured in this run; added_rtt_* = path − ${group.baseline}`,
+      '',
+      formatTable(paths, records, st.status, group.baseline),
+      '',
+    );
+    for (const path of paths.filter((p) => FLOOR_PATHS.includes(p))) {
+      out.push(formatFloors(path, records, st.status.get(path), group.baseline), '');
+    }
+  }
+  if (st.notes.length > 0) out.push('notes:', ...st.notes.map((n) => `  ${n}`), '');
+  if (st.problems.length > 0) out.push('NOT MEASURED:', ...st.problems.map((p) => `  ${p}`), '');
   process.stdout.write(out.join('\n'));
   if (opts.jsonFile !== undefined) {
     writeFileSync(opts.jsonFile, records.map((r) => jsonLine(r) + '\n').join(''));
     log(`wrote ${records.length} records to ${opts.jsonFile}`);
   }
-  return problems.length > 0 ? 3 : 0;
+  return st.problems.length > 0 ? 3 : 0;
 }
 
 async function main(): Promise<number> {
@@ -320,6 +474,11 @@ async function main(): Promise<number> {
     opts = parseArgs(
       process.argv.slice(2),
       PATHS.map((p) => p.name),
+      PATH_GROUPS.map((g) => ({
+        name: g.name,
+        baseline: g.baseline,
+        paths: PATHS.filter((p) => p.group === g.name).map((p) => p.name),
+      })),
     );
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
@@ -344,28 +503,52 @@ async function main(): Promise<number> {
   }
 
   const procs = new ProcessRegistry();
+  const resources = new SharedResources();
   const tmp = mkdtempSync(join(tmpdir(), 'mesh-bench-'));
   const cleanupSync = (): void => {
     procs.killAllSync();
     rmSync(tmp, { recursive: true, force: true });
+    // Last resort for the test beds (normally already destroyed): our own namespaces only.
+    if (resources.used) {
+      const left = sweepOwnTestbedsSync();
+      if (left.length > 0) log(`removed leftover namespaces: ${left.join(', ')}`);
+    }
   };
   process.on('exit', cleanupSync);
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => {
-      log(`${sig}: stopping every child`);
-      cleanupSync();
-      process.exit(130);
+      if (stopping) {
+        log(`${sig} again: removing everything now`);
+        cleanupSync();
+        process.exit(130);
+      }
+      stopping = true;
+      log(`${sig}: stopping every child and removing the test beds`);
+      resources.close();
+      procs.killAllSync();
+      withTimeout(resources.destroyAll(log), SIGNAL_TEARDOWN_MS, 'test bed teardown')
+        .catch((err: unknown) => log(errorMessage(err)))
+        .finally(() => {
+          cleanupSync();
+          process.exit(130);
+        });
     });
   }
   try {
-    return await run(opts, procs, tmp);
+    return await run(opts, procs, tmp, resources, () => stopping);
   } finally {
-    cleanupSync();
+    await resources.destroyAll(log);
+    if (!stopping) cleanupSync();
   }
 }
 
+/** Set by the first SIGINT/SIGTERM/SIGHUP; the signal handler then owns the exit. */
+let stopping = false;
+
 main().then(
   (code) => {
+    // The signal handler exits once the test beds are gone.
+    if (stopping) return;
     // Exit explicitly: a misbehaving child pipe must not keep the harness alive.
     process.exit(code);
   },

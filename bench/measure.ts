@@ -10,7 +10,7 @@ import {
   type LoadgenResult,
   type LoadgenTask,
 } from './loadgen-protocol.ts';
-import { cpuSeconds, rssKiB, type ProcessRegistry } from './procs.ts';
+import { cpuSeconds, openFds, rssKiB, type ProcessRegistry } from './procs.ts';
 import type { PathInstance, SpawnSpec, TunnelProcess } from './types.ts';
 
 export class MeasurementError extends MeshError {
@@ -209,6 +209,14 @@ export async function measureIdleRss(path: PathInstance, settleMs = RSS_SETTLE_M
   return sampleRss(path);
 }
 
+export interface RssPerConnection {
+  /** RSS delta per held connection per tunnel process, kB. */
+  readonly perConnectionKb: number[];
+  /** Open file descriptors of each tunnel process before and while holding (proof they carry them). */
+  readonly fdsBefore: number[];
+  readonly fdsHeld: number[];
+}
+
 /**
  * Metric 5b: RSS per proxied connection per tunnel process, kB: open `connections` idle
  * connections through the path (one small echo each), RSS delta / connections.
@@ -218,9 +226,12 @@ export async function measureRssPerConnection(
   path: PathInstance,
   connections: number,
   settleMs = RSS_SETTLE_MS,
-): Promise<number[]> {
+): Promise<RssPerConnection> {
   await sleep(settleMs);
+  const fds = (): number[] => path.processes.map((p) => openFds(p.pid));
+  const fdsBefore = fds();
   const before = sampleRss(path);
+  let fdsHeld: number[] = [];
   let after: number[] | undefined;
   let open = 0;
   const r = await runLoadgen(
@@ -238,6 +249,7 @@ export async function measureRssPerConnection(
         open = n;
         await sleep(settleMs);
         after = sampleRss(path);
+        fdsHeld = fds();
       },
     },
   );
@@ -246,7 +258,7 @@ export async function measureRssPerConnection(
     throw new MeasurementError(`held ${open} of ${connections} connections`);
   }
   const a = after;
-  return before.map((b, i) => (a[i]! - b) / connections);
+  return { perConnectionKb: before.map((b, i) => (a[i]! - b) / connections), fdsBefore, fdsHeld };
 }
 
 export type WarmUpShape = 'rps' | 'conns' | 'throughput';

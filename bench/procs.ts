@@ -5,7 +5,7 @@
 // pid from /proc, which is how the resource metrics are taken (PERFORMANCE.md B.1: "CPU was
 // taken from the tunnel processes' utime+stime, and RSS from /proc").
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { MeshError } from '../src/shared/errors.ts';
@@ -42,6 +42,8 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
 /** Tracks every child the bench starts; `killAllSync` is safe to call from an 'exit' handler. */
 export class ProcessRegistry {
   readonly #live = new Map<number, string>();
+  /** Set by killAllSync: the bench is stopping, nothing new may start. */
+  #closed = false;
 
   get livePids(): number[] {
     return [...this.#live.keys()];
@@ -53,6 +55,7 @@ export class ProcessRegistry {
     args: readonly string[],
     spec: SpawnSpec & { cwd?: string } = {},
   ): TrackedChild {
+    if (this.#closed) throw new ChildProcessError(`${label}: not started, the bench is stopping`);
     const argv = [...(spec.prefix ?? []), command, ...args];
     const [cmd, ...rest] = argv;
     if (cmd === undefined) throw new ChildProcessError(`${label}: empty command`);
@@ -165,8 +168,12 @@ export class ProcessRegistry {
     return this.spawn(label, NODE_BIN, [join(BENCH_DIR, script), ...args], spec);
   }
 
-  /** Synchronous last resort for 'exit' and fatal paths: SIGKILL every tracked group. */
+  /**
+   * Synchronous last resort for 'exit', signals and fatal paths: SIGKILL every tracked group;
+   * later spawns are refused.
+   */
   killAllSync(): void {
+    this.#closed = true;
     for (const pid of this.#live.keys()) killGroup(pid, 'SIGKILL');
     this.#live.clear();
   }
@@ -205,6 +212,11 @@ export function rssKiB(pid: number): number {
   const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status);
   if (!m?.[1]) throw new ChildProcessError(`no VmRSS in /proc/${pid}/status`);
   return Number(m[1]);
+}
+
+/** Number of open file descriptors of a process (entries of /proc/<pid>/fd). */
+export function openFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
 }
 
 /** A soft limit of this process ("Max open files", "Max processes"; children inherit it), from /proc/self/limits. */

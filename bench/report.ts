@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // The bench's output: the metric catalogue (stable snake_case names and units), the JSON-lines
-// record format, ratios against the direct path, the PERFORMANCE.md floor check and the text
-// table. Pure, so test/unit/bench/report.test.ts can check it.
+// record format, ratios against each path's baseline (`direct` on loopback, `pod-direct` in the
+// netns group: the JSON field keeps the name ratio_to_direct), the PERFORMANCE.md floor check and
+// the text table. Pure, so test/unit/bench/report.test.ts can check it.
+
+/** Maps a path to its baseline path (the no-mesh path of its group). */
+export type BaselineOf = (path: string) => string;
+const DIRECT: BaselineOf = () => 'direct';
 
 /**
- * Every metric the bench emits. `ratio: true` means ratio_to_direct = path / direct (same run);
+ * Every metric the bench emits. `ratio: true` means ratio_to_direct = path / baseline (same run;
+ * the baseline is `direct` or, for the netns group, `pod-direct`);
  * `ratio: false` means ratio_to_direct is null because a ratio makes no sense there: the added
- * round trip is already a difference against direct (direct's own would be 0), the direct path
+ * round trip is already a difference against the baseline (whose own would be 0), a baseline
  * has no tunnel processes to take memory or CPU of, and availability is a flag.
  */
 export const METRICS = {
@@ -15,8 +21,8 @@ export const METRICS = {
   rps_c32_1k: { unit: 'req/s', ratio: true, label: 'requests/s, 32 conns, 1 KiB echo' },
   rtt_p50_at_1000rps: { unit: 'us', ratio: true, label: 'RTT p50 at 1000 req/s' },
   rtt_p99_at_1000rps: { unit: 'us', ratio: true, label: 'RTT p99 at 1000 req/s' },
-  added_rtt_p50_at_1000rps: { unit: 'us', ratio: false, label: 'added RTT p50 (path − direct)' },
-  added_rtt_p99_at_1000rps: { unit: 'us', ratio: false, label: 'added RTT p99 (path − direct)' },
+  added_rtt_p50_at_1000rps: { unit: 'us', ratio: false, label: 'added RTT p50 (path − baseline)' },
+  added_rtt_p99_at_1000rps: { unit: 'us', ratio: false, label: 'added RTT p99 (path − baseline)' },
   new_connections_per_s: { unit: 'conn/s', ratio: true, label: 'new connections/s, 8 workers' },
   idle_rss: { unit: 'MB', ratio: false, label: 'idle RSS, all tunnel processes' },
   idle_rss_client_end: { unit: 'MB', ratio: false, label: 'idle RSS, client end' },
@@ -64,26 +70,28 @@ export function ratio(value: number, direct: number | undefined): number | null 
 }
 
 /**
- * Turns per-path values into records: derives added_rtt_* (path − direct, non-direct paths
- * only) and ratio_to_direct, and adds a path_available record per path. Order: path order, then
- * catalogue order.
+ * Turns per-path values into records: derives added_rtt_* (path − baseline, non-baseline paths
+ * only) and ratio_to_direct (path / baseline), and adds a path_available record per path. Order:
+ * path order, then catalogue order.
  */
 export function buildRecords(
   paths: readonly string[],
   values: ReadonlyMap<string, PathValues>,
   status: ReadonlyMap<string, PathStatus>,
+  baselineOf: BaselineOf = DIRECT,
 ): MetricRecord[] {
-  const direct = values.get('direct') ?? {};
   const out: MetricRecord[] = [];
   for (const path of paths) {
+    const base = baselineOf(path);
+    const baseValues = values.get(base) ?? {};
     const ok = (status.get(path)?.kind ?? 'ok') === 'ok';
     const v: PathValues = { ...(values.get(path) ?? {}) };
-    if (path !== 'direct') {
-      if (v.rtt_p50_at_1000rps !== undefined && direct.rtt_p50_at_1000rps !== undefined) {
-        v.added_rtt_p50_at_1000rps = v.rtt_p50_at_1000rps - direct.rtt_p50_at_1000rps;
+    if (path !== base) {
+      if (v.rtt_p50_at_1000rps !== undefined && baseValues.rtt_p50_at_1000rps !== undefined) {
+        v.added_rtt_p50_at_1000rps = v.rtt_p50_at_1000rps - baseValues.rtt_p50_at_1000rps;
       }
-      if (v.rtt_p99_at_1000rps !== undefined && direct.rtt_p99_at_1000rps !== undefined) {
-        v.added_rtt_p99_at_1000rps = v.rtt_p99_at_1000rps - direct.rtt_p99_at_1000rps;
+      if (v.rtt_p99_at_1000rps !== undefined && baseValues.rtt_p99_at_1000rps !== undefined) {
+        v.added_rtt_p99_at_1000rps = v.rtt_p99_at_1000rps - baseValues.rtt_p99_at_1000rps;
       }
     }
     v.path_available = ok ? 1 : 0;
@@ -96,7 +104,7 @@ export function buildRecords(
         path,
         value,
         unit: def.unit,
-        ratio_to_direct: def.ratio ? ratio(value, direct[metric]) : null,
+        ratio_to_direct: def.ratio ? ratio(value, baseValues[metric]) : null,
       });
     }
   }
@@ -106,10 +114,11 @@ export function buildRecords(
 /** A floor from the PERFORMANCE.md target table ("an issue is not done below it"). */
 export interface Floor {
   readonly metric: MetricName;
-  /** Compare the ratio to direct or the value itself. */
+  /** Compare the ratio to the baseline or the value itself. */
   readonly on: 'ratio' | 'value';
   readonly op: '>=' | '<=';
   readonly threshold: number;
+  /** `{baseline}` stands for the baseline path's name. */
   readonly text: string;
 }
 
@@ -119,15 +128,15 @@ export const FLOORS: readonly Floor[] = [
     on: 'ratio',
     op: '>=',
     threshold: 0.1,
-    text: 'throughput ≥ 0.10× direct',
+    text: 'throughput ≥ 0.10× {baseline}',
   },
-  { metric: 'rps_c32_1k', on: 'ratio', op: '>=', threshold: 0.5, text: 'requests/s ≥ 0.50× direct' },
+  { metric: 'rps_c32_1k', on: 'ratio', op: '>=', threshold: 0.5, text: 'requests/s ≥ 0.50× {baseline}' },
   {
     metric: 'new_connections_per_s',
     on: 'ratio',
     op: '>=',
     threshold: 0.1,
-    text: 'new conns/s ≥ 0.10× direct',
+    text: 'new conns/s ≥ 0.10× {baseline}',
   },
   { metric: 'added_rtt_p50_at_1000rps', on: 'value', op: '<=', threshold: 250, text: 'added p50 ≤ 250 µs' },
   { metric: 'added_rtt_p99_at_1000rps', on: 'value', op: '<=', threshold: 1000, text: 'added p99 ≤ 1 ms' },
@@ -203,11 +212,20 @@ function pad(s: string, n: number): string {
   return s + ' '.repeat(Math.max(0, n - width(s)));
 }
 
-/** The stdout table: one row per metric, one column per path, "value (ratio×)" cells. */
+/** A floor's text for a path measured against `baseline`. */
+export function floorText(floor: Floor, baseline: string): string {
+  return floor.text.replace('{baseline}', baseline);
+}
+
+/**
+ * The stdout table: one row per metric, one column per path, "value (ratio×)" cells, the ratio
+ * being against `baseline` (whose own cells show the bare value).
+ */
 export function formatTable(
   paths: readonly string[],
   records: readonly MetricRecord[],
   status: ReadonlyMap<string, PathStatus>,
+  baseline = 'direct',
 ): string {
   const header = ['metric', 'unit', ...paths];
   const rows: string[][] = [];
@@ -218,7 +236,7 @@ export function formatTable(
       if (st && st.kind !== 'ok') return st.kind;
       const r = records.find((x) => x.path === path && x.metric === metric);
       if (!r) return '–';
-      return r.ratio_to_direct === null || path === 'direct'
+      return r.ratio_to_direct === null || path === baseline
         ? formatNumber(r.value)
         : `${formatNumber(r.value)} (${r.ratio_to_direct.toFixed(2)}×)`;
     });
@@ -240,12 +258,13 @@ export function formatFloors(
   path: string,
   records: readonly MetricRecord[],
   status: PathStatus | undefined,
+  baseline = 'direct',
 ): string {
   if (status && status.kind !== 'ok')
     return `floors for ${path}: not checked (${status.kind}: ${status.reason})`;
   const checks = checkFloors(records, path);
-  const lines = [`floors for ${path} (PERFORMANCE.md target table):`];
-  const w = Math.max(...checks.map((c) => width(c.floor.text))) + 2;
+  const lines = [`floors for ${path} (PERFORMANCE.md target table; ratios × ${baseline}, same run):`];
+  const w = Math.max(...checks.map((c) => width(floorText(c.floor, baseline)))) + 2;
   for (const c of checks) {
     const actual =
       c.actual === null
@@ -253,7 +272,7 @@ export function formatFloors(
         : c.floor.on === 'ratio'
           ? `${c.actual.toFixed(3)}×`
           : `${formatNumber(c.actual)} ${TABLE_UNITS[METRICS[c.floor.metric].unit] ?? METRICS[c.floor.metric].unit}`;
-    lines.push(`  ${pad(c.floor.text, w)}${pad(actual, 16)}${c.status}`);
+    lines.push(`  ${pad(floorText(c.floor, baseline), w)}${pad(actual, 16)}${c.status}`);
   }
   return lines.join('\n');
 }

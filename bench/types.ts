@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Types shared by the benchmark harness (bench/main.ts), its child processes (load generator,
 // backend) and the pluggable paths in bench/paths/. See bench/README.md for the method.
+import type { PathGroupName } from './groups.ts';
 
 /** A TCP address the load generator dials or a server listens on. */
 export interface Endpoint {
@@ -44,6 +45,8 @@ export interface PathInstance {
   readonly processes: readonly TunnelProcess[];
   /** How to spawn the load generator for this path (default: plainly, on the host). */
   readonly loadgen?: SpawnSpec;
+  /** Lines for the report's notes (what exactly was measured, e.g. which ztunnel build). */
+  notes?(): readonly string[];
   /** Stops the tunnel processes; must be safe to call twice. */
   close(): Promise<void>;
 }
@@ -53,10 +56,26 @@ export type PathStartResult =
   /** A prerequisite is not installed or not written yet: reported, not a harness failure. */
   | { readonly kind: 'missing'; readonly reason: string };
 
+/**
+ * Something several paths of one group share (a network-namespace test bed with its pods and
+ * backends). Created once by the first path that asks for it, destroyed by the harness when the
+ * group ends, on errors and on SIGINT/SIGTERM.
+ */
+export interface SharedResource<T> {
+  readonly value: T;
+  /** Removes everything the resource made; must be safe to call twice. */
+  destroy(): Promise<void>;
+}
+
 /** What the harness hands a path's start(). */
 export interface PathContext {
   /** The shared backend on the host's loopback. */
   readonly backend: BackendServices;
+  /**
+   * The group's shared resource under `key`: created with `create` by the first caller, the
+   * same value for every later one (a failed creation is remembered and rethrown).
+   */
+  shared<T>(key: string, create: () => Promise<SharedResource<T>>): Promise<T>;
   /** A private temp dir for configs, keys and certificates; removed at exit. */
   readonly tmpDir: string;
   /** Spawns and tracks a child process (killed, with its process group, when the bench exits). */
@@ -100,6 +119,10 @@ export type SpawnNodeFn = (
 /** A pluggable path module (bench/paths/<name>.ts). */
 export interface PathModule {
   readonly name: string;
+  /** The group it is measured in; its ratios are against that group's baseline (bench/groups.ts). */
+  readonly group: PathGroupName;
   readonly description: string;
+  /** Bound on start() (default 60 s); netns paths build a test bed and maybe dist/ first. */
+  readonly startTimeoutMs?: number;
   start(ctx: PathContext): Promise<PathStartResult>;
 }

@@ -5,6 +5,7 @@ import type { PathModule } from '../types.ts';
 
 export const directPath: PathModule = {
   name: 'direct',
+  group: 'loopback',
   description: 'load generator → echo server (no mesh)',
   start: async (ctx) => ({
     kind: 'ready',

@@ -46,6 +46,7 @@ function readyPorts(v: unknown): { echo: number; source: number } | undefined {
 
 export const hbonePath: PathModule = {
   name: 'hbone',
+  group: 'loopback',
   description: 'HBONE client proxy → HTTP/2 CONNECT over mTLS → HBONE server proxy → echo server',
   start: async (ctx) => {
     const missing = REQUIRED_FILES.filter((f) => !existsSync(join(REPO_ROOT, f)));

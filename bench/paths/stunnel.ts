@@ -46,8 +46,19 @@ function findExecutable(names: readonly string[]): string | undefined {
   return undefined;
 }
 
-/** A throwaway CA plus one server and one client certificate, all ECDSA P-256, valid one day. */
-async function makeCerts(dir: string): Promise<void> {
+/** The stunnel binary: MESH_BENCH_STUNNEL if set, else stunnel4/stunnel on PATH; undefined if none. */
+export function findStunnel(): string | undefined {
+  // MESH_BENCH_STUNNEL names a binary explicitly (hosts where it is not on PATH as stunnel4).
+  const override = process.env[STUNNEL_ENV];
+  return override !== undefined ? findExecutable([override]) : findExecutable(['stunnel4', 'stunnel']);
+}
+
+/**
+ * A throwaway CA plus one server and one client certificate, all ECDSA P-256, valid one day,
+ * written to `dir` as ca.crt, server.{crt,key}, client.{crt,key}. `serverIps` go into the
+ * subjectAltName next to 127.0.0.1 (stunnel verifies the chain, not the name, as configured).
+ */
+export async function makeCerts(dir: string, serverIps: readonly string[] = []): Promise<void> {
   // Arguments are written as one string each and split on spaces: none of them contains one.
   const openssl = async (args: string): Promise<void> => {
     await run('openssl', args.split(' '), { cwd: dir });
@@ -65,7 +76,7 @@ async function makeCerts(dir: string): Promise<void> {
     writeFileSync(
       join(dir, `${name}.ext`),
       'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n' +
-        `extendedKeyUsage=${usage}\nsubjectAltName=IP:${HOST},DNS:localhost\n`,
+        `extendedKeyUsage=${usage}\nsubjectAltName=${[HOST, ...serverIps].map((ip) => `IP:${ip}`).join(',')},DNS:localhost\n`,
     );
     await openssl(`${p256} -out ${name}.key`);
     await openssl(`req -new -key ${name}.key -subj /CN=mesh-bench-${name} -out ${name}.csr`);
@@ -76,13 +87,18 @@ async function makeCerts(dir: string): Promise<void> {
   }
 }
 
-interface Service {
+export interface StunnelService {
   readonly name: string;
   readonly accept: Endpoint;
   readonly connect: Endpoint;
 }
 
-function config(dir: string, role: 'client' | 'server', services: readonly Service[]): string {
+/** An stunnel configuration file for one end, with the certificates made by makeCerts in `dir`. */
+export function stunnelConfig(
+  dir: string,
+  role: 'client' | 'server',
+  services: readonly StunnelService[],
+): string {
   const lines = [
     `; mesh bench stunnel ${role}, generated`,
     'foreground = yes',
@@ -120,14 +136,14 @@ async function startOnce(ctx: PathContext, bin: string, backend: BackendServices
   const clientConf = join(dir, 'stunnel-client.conf');
   writeFileSync(
     serverConf,
-    config(dir, 'server', [
+    stunnelConfig(dir, 'server', [
       { name: 'echo', accept: ep(serverSide.echo), connect: backend.echo },
       { name: 'source', accept: ep(serverSide.source), connect: backend.source },
     ]),
   );
   writeFileSync(
     clientConf,
-    config(dir, 'client', [
+    stunnelConfig(dir, 'client', [
       { name: 'echo', accept: ep(clientSide.echo), connect: ep(serverSide.echo) },
       { name: 'source', accept: ep(clientSide.source), connect: ep(serverSide.source) },
     ]),
@@ -169,11 +185,10 @@ async function startOnce(ctx: PathContext, bin: string, backend: BackendServices
 
 export const stunnelPath: PathModule = {
   name: 'stunnel',
+  group: 'loopback',
   description: 'stunnel client → mTLS (TLS 1.3, AES-128-GCM, P-256) → stunnel server → echo server',
   start: async (ctx) => {
-    // MESH_BENCH_STUNNEL names a binary explicitly (hosts where it is not on PATH as stunnel4).
-    const override = process.env[STUNNEL_ENV];
-    const bin = override !== undefined ? findExecutable([override]) : findExecutable(['stunnel4', 'stunnel']);
+    const bin = findStunnel();
     if (bin === undefined) return { kind: 'missing', reason: STUNNEL_MISSING };
     const dir = ctx.tmpDir;
     await makeCerts(dir);

@@ -79,6 +79,11 @@ export async function startMeshBed(opts: {
   config: ConfigBuilder;
   env?: Record<string, string>;
   trustDomain?: string;
+  /**
+   * The ztunnel entry script each node runs (default ZTUNNEL_MAIN, the .ts source run through
+   * type stripping); the benchmark passes the tsc-emitted dist/ztunnel/src/main.js.
+   */
+  ztunnelMain?: string;
 }): Promise<MeshBed> {
   const tb = await createTestbed({ nodes: opts.nodes });
   const ztunnels: ZtunnelProc[] = [];
@@ -117,7 +122,7 @@ export async function startMeshBed(opts: {
         }));
       const inpodPath = join(dir, `inpod-node-${node.index}.yaml`);
       writeFileSync(inpodPath, stringify({ workloads: inpod }));
-      const child = node.spawn(NODE_BIN, [ZTUNNEL_MAIN], {
+      const child = node.spawn(NODE_BIN, [opts.ztunnelMain ?? ZTUNNEL_MAIN], {
         env: {
           ...process.env,
           NODE_NAME: `node-${node.index}`,

@@ -34,9 +34,11 @@ function bad(input: string, rule: string): HboneError {
 
 function parsePort(input: string, text: string): number {
   if (text === '') throw bad(input, 'no port');
-  if (!PORT_RE.test(text)) throw bad(input, 'the port must be a decimal number 1-65535 without sign or leading zeros');
+  if (!PORT_RE.test(text))
+    throw bad(input, 'the port must be a decimal number 1-65535 without sign or leading zeros');
   const port = Number(text);
-  if (port > 65535) throw bad(input, 'the port must be a decimal number 1-65535 without sign or leading zeros');
+  if (port > 65535)
+    throw bad(input, 'the port must be a decimal number 1-65535 without sign or leading zeros');
   return port;
 }
 
@@ -81,7 +83,10 @@ export function parseAuthority(s: string): Authority {
   const labels = hostname.split('.');
   for (const label of labels) {
     if (!LABEL_RE.test(label)) {
-      throw bad(s, 'the host is neither an IPv4 address nor a DNS hostname (labels of a-z, 0-9 and "-", 1-63 characters)');
+      throw bad(
+        s,
+        'the host is neither an IPv4 address nor a DNS hostname (labels of a-z, 0-9 and "-", 1-63 characters)',
+      );
     }
   }
   // An all-numeric top label means an IPv4 spelling that isn't canonical dotted quad

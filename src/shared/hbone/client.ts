@@ -24,9 +24,15 @@ import { authorityToString, parseAuthority } from './authority.ts';
 import { HboneError, statusError } from './errors.ts';
 import { setConnectionWindow, startKeepalive } from './session.ts';
 import { resolveHboneSettings, type HboneSettings } from './settings.ts';
-import { CredentialCache, HBONE_ALPN, hboneSecureContextOptions, peerTrustOf, type PeerTrust } from './tls.ts';
+import {
+  CredentialCache,
+  HBONE_ALPN,
+  hboneSecureContextOptions,
+  peerTrustOf,
+  type PeerTrust,
+} from './tls.ts';
 
-const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 
 export interface HboneConnectRequest {
   /** The peer's HBONE listener, e.g. podIP:15008 or waypointIP:15008. */
@@ -80,6 +86,8 @@ interface PooledSession {
   readonly peerLabel: string;
   active: number;
   usable: boolean;
+  /** GOAWAY received: its error code and last stream id (streams above it were not processed). */
+  goawayCode: number | undefined;
   goawayLastStreamId: number | undefined;
   lastError: Error | undefined;
   idleTimer: NodeJS.Timeout | undefined;
@@ -174,7 +182,8 @@ export class HboneClient {
    * HboneError otherwise (status-mapped codes carry `.status`).
    */
   async connect(req: HboneConnectRequest): Promise<HboneTunnel> {
-    if (this.#closed) throw new HboneError('HBONE_ERR_CLOSED', 'the HBONE client is closed; no new tunnels are opened');
+    if (this.#closed)
+      throw new HboneError('HBONE_ERR_CLOSED', 'the HBONE client is closed; no new tunnels are opened');
     if (req.signal?.aborted === true) throw abortError(req.signal, 'HBONE connect');
     const authority = authorityToString(parseAuthority(req.authority));
     if (req.expectedIdentities.length === 0) {
@@ -186,7 +195,10 @@ export class HboneClient {
     const headers: http2.OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(req.headers ?? {})) {
       if (name.startsWith(':')) {
-        throw new HboneError('HBONE_ERR_CONFIG', `extra CONNECT header "${name}" is a pseudo-header; only regular headers may be added`);
+        throw new HboneError(
+          'HBONE_ERR_CONFIG',
+          `extra CONNECT header "${name}" is a pseudo-header; only regular headers may be added`,
+        );
       }
       headers[name] = value;
     }
@@ -241,7 +253,9 @@ export class HboneClient {
       }
     }
     // Creations in flight see #closed when they finish and destroy their session.
-    const creating = [...this.#keys.values()].flatMap((s) => (s.creating ? [s.creating.catch(() => undefined)] : []));
+    const creating = [...this.#keys.values()].flatMap((s) =>
+      s.creating ? [s.creating.catch(() => undefined)] : [],
+    );
     await Promise.all([...waits, ...creating]);
     for (const ps of this.#all) if (!ps.session.destroyed) ps.session.destroy();
   }
@@ -277,7 +291,8 @@ export class HboneClient {
     cert: WorkloadCertificate,
   ): Promise<PooledSession> {
     for (;;) {
-      if (this.#closed) throw new HboneError('HBONE_ERR_CLOSED', 'the HBONE client is closed; no new tunnels are opened');
+      if (this.#closed)
+        throw new HboneError('HBONE_ERR_CLOSED', 'the HBONE client is closed; no new tunnels are opened');
       let state = this.#keys.get(key);
       if (!state) {
         state = { sessions: [], creating: undefined };
@@ -368,7 +383,10 @@ export class HboneClient {
         intermediates: creds.intermediatesDer,
       });
     } catch (err) {
-      tlsSocket.destroy();
+      // Flush our last handshake flight and a close_notify, then close: the peer sees a clean
+      // TLS close with no application data (not a byte of HTTP/2 went to it).
+      tlsSocket.on('error', () => undefined);
+      tlsSocket.destroySoon();
       if (err instanceof HboneError) throw err;
       throw new HboneError(
         'HBONE_ERR_PEER_IDENTITY',
@@ -406,6 +424,7 @@ export class HboneClient {
       peerLabel: label,
       active: 0,
       usable: true,
+      goawayCode: undefined,
       goawayLastStreamId: undefined,
       lastError: undefined,
       idleTimer: undefined,
@@ -414,8 +433,9 @@ export class HboneClient {
       ps.lastError = err;
       ps.usable = false;
     });
-    session.on('goaway', (_code: number, lastStreamId: number) => {
+    session.on('goaway', (code: number, lastStreamId: number) => {
       ps.usable = false;
+      ps.goawayCode = code;
       ps.goawayLastStreamId = lastStreamId;
     });
     session.once('close', () => {
@@ -424,9 +444,26 @@ export class HboneClient {
       this.#all.delete(ps);
       this.#forget(ps);
     });
+    // A peer that completes TLS but never starts HTTP/2 must not hold the pool key's creation slot
+    // (or our streams) forever: its SETTINGS are due within the handshake deadline.
+    const settingsTimer = setTimeout(() => {
+      const err = new HboneError(
+        'HBONE_ERR_HANDSHAKE_TIMEOUT',
+        `HBONE peer ${label} sent no HTTP/2 SETTINGS within ${s.handshakeTimeoutMs} ms after the TLS handshake`,
+      );
+      ps.lastError = err;
+      ps.usable = false;
+      session.destroy(err);
+    }, s.handshakeTimeoutMs);
+    settingsTimer.unref();
+    session.once('remoteSettings', () => clearTimeout(settingsTimer));
+    session.once('close', () => clearTimeout(settingsTimer));
     // The connection window is not a SETTINGS value: raise it with WINDOW_UPDATE (§1.4, B.5).
     setConnectionWindow(session, s.connectionWindowBytes);
-    startKeepalive(session, s.pingIntervalMs, s.pingTimeoutMs);
+    startKeepalive(session, s.pingIntervalMs, s.pingTimeoutMs, (err) => {
+      ps.lastError = err;
+      ps.usable = false;
+    });
     this.#all.add(ps);
     this.#sessionsOpened++;
     return ps;
@@ -445,7 +482,13 @@ export class HboneClient {
       try {
         raw = this.#dial(peer, sourceIp);
       } catch (err) {
-        reject(new HboneError('HBONE_ERR_CONNECT_FAILED', `cannot dial HBONE peer ${label}: ${(err as Error).message}`, { cause: err }));
+        reject(
+          new HboneError(
+            'HBONE_ERR_CONNECT_FAILED',
+            `cannot dial HBONE peer ${label}: ${(err as Error).message}`,
+            { cause: err },
+          ),
+        );
         return;
       }
       raw.setNoDelay(true);
@@ -499,6 +542,9 @@ export class HboneClient {
           settled = true;
           clearTimeout(timer);
           sock.off('error', onTlsError);
+          // Until the HTTP/2 session owns the socket (which then handles its errors), a late
+          // error must not crash the process.
+          sock.on('error', () => undefined);
           resolve(sock);
         });
         const onTlsError = (err: Error): void => {
@@ -510,13 +556,23 @@ export class HboneClient {
         };
         sock.on('error', onTlsError);
         sock.once('close', () => {
-          fail(new HboneError('HBONE_ERR_TLS', `HBONE peer ${label} closed the connection during the TLS handshake`));
+          fail(
+            new HboneError(
+              'HBONE_ERR_TLS',
+              `HBONE peer ${label} closed the connection during the TLS handshake`,
+            ),
+          );
         });
       };
 
       raw.on('error', onRawError);
       if (raw.destroyed) {
-        fail(new HboneError('HBONE_ERR_CONNECT_FAILED', `the socket to HBONE peer ${label} was closed before use`));
+        fail(
+          new HboneError(
+            'HBONE_ERR_CONNECT_FAILED',
+            `the socket to HBONE peer ${label} was closed before use`,
+          ),
+        );
       } else if (raw.pending) {
         timer = setTimeout(() => {
           fail(
@@ -549,9 +605,13 @@ export class HboneClient {
       this.#release(ps);
       return Promise.reject(
         new RetryableError(
-          new HboneError('HBONE_ERR_SESSION_CLOSED', `HBONE session to ${ps.peerLabel} cannot open streams any more: ${(err as Error).message}`, {
-            cause: err,
-          }),
+          new HboneError(
+            'HBONE_ERR_SESSION_CLOSED',
+            `HBONE session to ${ps.peerLabel} cannot open streams any more: ${(err as Error).message}`,
+            {
+              cause: err,
+            },
+          ),
         ),
       );
     }
@@ -585,16 +645,20 @@ export class HboneClient {
       const onClose = (): void => {
         if (done) return;
         finish();
+        // Retry only what the peer provably did not process AND is likely to work elsewhere: a
+        // REFUSED_STREAM, or a stream above the last id of a graceful (NO_ERROR) GOAWAY. An error
+        // GOAWAY (e.g. INADEQUATE_SECURITY for our certificate) would fail again.
         const id = stream.id;
+        const gracefulGoaway = ps.goawayCode === undefined || ps.goawayCode === NGHTTP2_NO_ERROR;
         const refused =
-          stream.rstCode === NGHTTP2_REFUSED_STREAM ||
-          (ps.goawayLastStreamId !== undefined && id !== undefined && id > ps.goawayLastStreamId);
+          gracefulGoaway &&
+          (stream.rstCode === NGHTTP2_REFUSED_STREAM ||
+            (ps.goawayLastStreamId !== undefined && id !== undefined && id > ps.goawayLastStreamId));
         const sessionGone = ps.session.destroyed || ps.session.closed;
         const err = sessionGone
           ? new HboneError(
-              ps.lastError instanceof HboneError && ps.lastError.code === 'HBONE_ERR_PING_TIMEOUT'
-                ? 'HBONE_ERR_PING_TIMEOUT'
-                : 'HBONE_ERR_SESSION_CLOSED',
+              // Our own verdicts (ping or SETTINGS timeout) keep their code.
+              ps.lastError instanceof HboneError ? ps.lastError.code : 'HBONE_ERR_SESSION_CLOSED',
               `HBONE session to ${ps.peerLabel} closed before CONNECT ${authority} was answered${ps.lastError ? `: ${ps.lastError.message}` : ''}`,
               { cause: ps.lastError },
             )

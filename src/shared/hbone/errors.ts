@@ -72,6 +72,8 @@ export function statusError(status: number, peer: string, authority: string): Hb
         { status },
       );
     default:
-      return new HboneError('HBONE_ERR_STATUS', `${where}; any status other than 200 fails the tunnel`, { status });
+      return new HboneError('HBONE_ERR_STATUS', `${where}; any status other than 200 fails the tunnel`, {
+        status,
+      });
   }
 }

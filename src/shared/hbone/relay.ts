@@ -48,7 +48,10 @@ export function resetDuplex(d: Duplex, cause?: Error): void {
     return;
   }
   if (d.destroyed) return;
-  if (d instanceof net.Socket) {
+  // After our FIN (end()) libuv refuses the RST close (uv_tcp_close_reset → EINVAL, and Node then
+  // never emits 'close'), so a half-closed socket is simply destroyed: any further data from the
+  // peer is answered with a RST by the kernel anyway.
+  if (d instanceof net.Socket && !d.writableEnded && !d.connecting) {
     try {
       // Throws for non-TCP handles (TLS, pipes); a no-op without a handle.
       d.resetAndDestroy();
@@ -100,7 +103,9 @@ export function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
           d.errored ??
           (isHttp2Stream(d)
             ? new HboneError('HBONE_ERR_STREAM_RESET', describeStreamClose(d))
-            : Object.assign(new Error('the socket closed before both directions ended'), { code: 'ECONNRESET' }));
+            : Object.assign(new Error('the socket closed before both directions ended'), {
+                code: 'ECONNRESET',
+              }));
         fail(err);
       }
       if (++closed === 2) resolve(result);
@@ -112,9 +117,18 @@ export function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
         if (!dst.write(chunk)) src.pause();
       });
       dst.on('drain', () => src.resume());
-      src.on('end', () => {
-        if (!dst.writableEnded && !dst.destroyed) dst.end();
-      });
+      const propagateEnd = (): void => {
+        if (!failed && !dst.writableEnded && !dst.destroyed) dst.end();
+      };
+      if (isHttp2Stream(src)) {
+        // Node's Http2Stream.close(code) sends END_STREAM *then* RST_STREAM when its writable side
+        // is open (closeStream() calls end() first), so a reset from a Node peer arrives as
+        // "end, then reset". Both frames come in the same read: waiting one event-loop turn lets
+        // the RST land first, and the TCP side then gets a RST instead of a FIN.
+        src.on('end', () => setImmediate(propagateEnd));
+      } else {
+        src.on('end', propagateEnd);
+      }
       // A source paused explicitly (pause(), or a socket accepted with pauseOnConnect) does not
       // start flowing when a 'data' listener is added.
       src.resume();

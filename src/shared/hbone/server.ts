@@ -26,14 +26,21 @@ import { parseAuthority, type Authority } from './authority.ts';
 import { HboneError } from './errors.ts';
 import { relay, resetDuplex } from './relay.ts';
 import { resolveHboneSettings, type HboneSettings } from './settings.ts';
-import { CredentialCache, HBONE_ALPN, hboneSecureContextOptions, peerTrustOf, type PeerTrust } from './tls.ts';
+import {
+  CredentialCache,
+  HBONE_ALPN,
+  hboneSecureContextOptions,
+  peerTrustOf,
+  type PeerTrust,
+} from './tls.ts';
 import { setConnectionWindow, startKeepalive } from './session.ts';
 
 export { connectUpstream, type ConnectUpstreamOptions } from './upstream.ts';
 export type { HboneSettings } from './settings.ts';
 export { DEFAULT_HBONE_SETTINGS } from './settings.ts';
 
-const { NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_INADEQUATE_SECURITY } = http2.constants;
+const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_INADEQUATE_SECURITY } =
+  http2.constants;
 
 export interface InboundConnect {
   /** The :authority exactly as received. */
@@ -66,7 +73,10 @@ export interface HboneServerOptions {
   /** Decide a CONNECT: dial the upstream and return 200 with it, or refuse. */
   onConnect: (req: InboundConnect) => Promise<InboundDecision>;
   /** Called once per 200 decision when its tunnel has ended (metrics, access log). */
-  onTunnelClosed?: (req: InboundConnect, result: { bytesIn: number; bytesOut: number; error?: Error }) => void;
+  onTunnelClosed?: (
+    req: InboundConnect,
+    result: { bytesIn: number; bytesOut: number; error?: Error },
+  ) => void;
 }
 
 /** A CONNECT refused by the server itself or by onConnect. */
@@ -79,6 +89,11 @@ export interface RejectedConnect {
 }
 
 export interface HboneServerEvents {
+  /**
+   * A client session passed every check (TLS, SVID). For connection management: e.g. closing the
+   * sessions of a peer whose certificate was revoked (checklist B.31) or is no longer authorized.
+   */
+  session: (session: http2.ServerHttp2Session, peer: VerifiedSvid) => void;
   /** A TLS handshake failed, timed out, or negotiated no ALPN. */
   tlsError: (err: Error, remoteAddress: string | undefined) => void;
   /** The client's certificate passed OpenSSL but is not an acceptable X.509-SVID (SPIFFE rules, trust domain). */
@@ -107,6 +122,14 @@ interface SessionInfo {
   readonly remotePort: number;
   readonly localAddress: string;
   readonly localPort: number;
+  /** CONNECT streams seen, and how many of them the peer reset before we answered. */
+  streams: number;
+  prematureResets: number;
+}
+
+/** Re-reads the stream state (a function call, so no stale narrowing across awaits). */
+function streamGone(stream: http2.Http2Stream): boolean {
+  return stream.closed || stream.destroyed;
 }
 
 export class HboneServer extends EventEmitter<HboneServerEvents> {
@@ -121,6 +144,8 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
   #tunnels = 0;
   #closing = false;
   #closed: Promise<void> | undefined;
+  /** The identity verified in #onSecureConnection, for the 'session' event it triggers synchronously. */
+  #verifiedPeer: VerifiedSvid | undefined;
   readonly #idleWaiters: (() => void)[] = [];
 
   constructor(opts: HboneServerOptions) {
@@ -155,6 +180,20 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
       this.#h2.setSecureContext(hboneSecureContextOptions(cert));
       return peerTrustOf(cert);
     });
+    // Verify the client's SVID before Node creates the HTTP/2 session, so that a rejected peer
+    // never receives a single HTTP/2 byte (not even our SETTINGS). Node's Http2SecureServer starts
+    // sessions from a 'secureConnection' listener; we take those listeners over and call them only
+    // for verified peers.
+    const startSession = this.#h2.listeners('secureConnection') as ((
+      this: unknown,
+      socket: tls.TLSSocket,
+    ) => void)[];
+    if (startSession.length === 0)
+      throw new Error('node:http2 no longer starts sessions on secureConnection');
+    this.#h2.removeAllListeners('secureConnection');
+    this.#h2.on('secureConnection', (socket: tls.TLSSocket) => {
+      this.#onSecureConnection(socket, startSession);
+    });
     this.#h2.on('session', (session) => this.#onSession(session));
     this.#h2.on('stream', (stream, headers) => {
       void this.#onStream(stream, headers);
@@ -162,17 +201,10 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
     this.#h2.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
       this.emit('tlsError', err, socket.remoteAddress);
     });
-    this.#h2.on('unknownProtocol', (socket: tls.TLSSocket) => {
-      // Only reachable without ALPN (a different ALPN already failed the handshake): no HTTP/1.
-      const remote = socket.remoteAddress;
-      socket.destroy();
-      this.emit(
-        'tlsError',
-        new HboneError('HBONE_ERR_TLS', `TLS client from ${remote ?? 'unknown'} negotiated no ALPN; HBONE requires "${HBONE_ALPN}"`),
-        remote,
-      );
+    // Node forwards every session 'error' here (it also keeps one from crashing the process).
+    this.#h2.on('sessionError', (err: Error, session: http2.ServerHttp2Session) => {
+      if (this.#sessions.has(session)) this.emit('sessionError', err);
     });
-    this.#h2.on('sessionError', (err) => this.emit('sessionError', err));
   }
 
   get settings(): Readonly<HboneSettings> {
@@ -227,9 +259,13 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
       socket.destroy();
       this.emit(
         'tlsError',
-        new HboneError('HBONE_ERR_CERTIFICATE', `no workload certificate to serve HBONE with: ${(err as Error).message}`, {
-          cause: err,
-        }),
+        new HboneError(
+          'HBONE_ERR_CERTIFICATE',
+          `no workload certificate to serve HBONE with: ${(err as Error).message}`,
+          {
+            cause: err,
+          },
+        ),
         socket.remoteAddress,
       );
       return;
@@ -296,11 +332,30 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
     return this.#creds.get(this.#opts.certificate());
   }
 
-  #onSession(session: http2.ServerHttp2Session): void {
-    // session.socket is Node's guarded proxy of the TLS socket: reading peer data is allowed.
-    const socket = session.socket as tls.TLSSocket;
-    const remoteAddress = socket.remoteAddress ?? '';
-    session.on('error', (err: Error) => this.emit('sessionError', err));
+  /** TLS is up (OpenSSL already checked the chain): check ALPN and the SVID, then start HTTP/2. */
+  #onSecureConnection(
+    socket: tls.TLSSocket,
+    startSession: readonly ((this: unknown, socket: tls.TLSSocket) => void)[],
+  ): void {
+    const remoteAddress = socket.remoteAddress;
+    socket.on('error', () => undefined);
+    if (this.#closing) {
+      socket.destroy();
+      return;
+    }
+    if (socket.alpnProtocol !== HBONE_ALPN) {
+      // Only reachable without ALPN (a different ALPN already failed the handshake): no HTTP/1.
+      socket.destroy();
+      this.emit(
+        'tlsError',
+        new HboneError(
+          'HBONE_ERR_TLS',
+          `TLS client from ${remoteAddress ?? 'unknown'} negotiated no ALPN; HBONE requires "${HBONE_ALPN}"`,
+        ),
+        remoteAddress,
+      );
+      return;
+    }
     let peer: VerifiedSvid;
     try {
       const trust = this.#prepareTls();
@@ -310,26 +365,67 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
         intermediates: trust.intermediatesDer,
       });
     } catch (err) {
-      // Synchronous, inside the 'session' event: no frame of this session has been processed yet,
-      // so no stream of an unverified peer ever reaches onConnect.
-      session.destroy(undefined, NGHTTP2_INADEQUATE_SECURITY);
+      // Before any HTTP/2: the peer gets nothing but the close (ztunnel resets such connections).
+      socket.destroy();
       this.emit(
         'peerRejected',
-        new HboneError('HBONE_ERR_PEER_IDENTITY', `HBONE client ${remoteAddress} rejected: ${(err as Error).message}`, {
-          cause: err,
-        }),
+        new HboneError(
+          'HBONE_ERR_PEER_IDENTITY',
+          `HBONE client ${remoteAddress ?? 'unknown'} rejected: ${(err as Error).message}`,
+          {
+            cause: err,
+          },
+        ),
         remoteAddress,
       );
       return;
     }
+    // Node emits 'session' synchronously from these listeners: hand the identity over.
+    this.#verifiedPeer = peer;
+    try {
+      for (const start of startSession) start.call(this.#h2, socket);
+    } finally {
+      this.#verifiedPeer = undefined;
+    }
+  }
+
+  #onSession(session: http2.ServerHttp2Session): void {
+    const peer = this.#verifiedPeer;
+    this.#verifiedPeer = undefined;
+    if (!peer) {
+      // Cannot happen (every session starts from #onSecureConnection); refuse rather than serve.
+      session.destroy(
+        new HboneError('HBONE_ERR_PEER_IDENTITY', 'HTTP/2 session without a verified peer identity'),
+        NGHTTP2_INADEQUATE_SECURITY,
+      );
+      return;
+    }
+    // session.socket is Node's guarded proxy of the TLS socket: reading addresses is allowed.
+    const socket = session.socket as tls.TLSSocket;
+    const remoteAddress = socket.remoteAddress ?? '';
     this.#sessions.set(session, {
       peer,
       remoteAddress,
       remotePort: socket.remotePort ?? 0,
       localAddress: socket.localAddress ?? '',
       localPort: socket.localPort ?? 0,
+      streams: 0,
+      prematureResets: 0,
     });
+    // The handshake deadline extends to the HTTP/2 preface: a client that completes TLS and then
+    // says nothing must not hold the connection (checklist F.75, the next stall point).
+    const prefaceTimer = setTimeout(() => {
+      session.destroy(
+        new HboneError(
+          'HBONE_ERR_HANDSHAKE_TIMEOUT',
+          `HBONE client ${remoteAddress} sent no HTTP/2 preface within ${this.#settings.handshakeTimeoutMs} ms`,
+        ),
+      );
+    }, this.#settings.handshakeTimeoutMs);
+    prefaceTimer.unref();
+    session.once('remoteSettings', () => clearTimeout(prefaceTimer));
     session.once('close', () => {
+      clearTimeout(prefaceTimer);
       this.#sessions.delete(session);
       this.#checkIdle();
     });
@@ -337,23 +433,48 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
     startKeepalive(session, this.#settings.pingIntervalMs, this.#settings.pingTimeoutMs);
     // A handshake that completed while we were draining: refuse everything on it.
     if (this.#closing) session.close();
+    else this.emit('session', session, peer);
   }
 
   async #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): Promise<void> {
     stream.on('error', () => undefined);
-    const info = this.#sessions.get(stream.session as http2.ServerHttp2Session);
+    // stream.session is detached once the stream is destroyed: keep our own reference.
+    const session = stream.session as http2.ServerHttp2Session;
+    const info = this.#sessions.get(session);
     if (!info) {
       // Not a verified session (cannot happen: unverified sessions are destroyed synchronously).
       stream.close(NGHTTP2_REFUSED_STREAM);
       return;
     }
     this.#streams.add(stream);
+    info.streams++;
+    stream.once('close', () => {
+      if (!stream.headersSent) this.#onPrematureReset(session, info);
+    });
     try {
       await this.#handleConnect(stream, headers, info);
     } finally {
       this.#streams.delete(stream);
       this.#checkIdle();
     }
+  }
+
+  /**
+   * Rapid Reset defence (CVE-2023-44487, checklist A.11/A.12): a peer that keeps cancelling
+   * streams before we answer them makes us start work for nothing. Like Envoy's premature-reset
+   * check, the session is dropped (GOAWAY ENHANCE_YOUR_CALM) once at least maxPrematureResets
+   * streams, and at least half of all its streams, were reset before their response.
+   */
+  #onPrematureReset(session: http2.ServerHttp2Session, info: SessionInfo): void {
+    info.prematureResets++;
+    const limit = this.#settings.maxPrematureResets;
+    if (info.prematureResets < limit || info.prematureResets * 2 < info.streams || session.destroyed) return;
+    const err = new HboneError(
+      'HBONE_ERR_SESSION_CLOSED',
+      `HBONE client ${info.remoteAddress} (${info.peer.id.uri}) reset ${info.prematureResets} of ${info.streams} CONNECT streams before their response; dropping the session (rapid reset protection)`,
+    );
+    this.emit('sessionError', err);
+    session.destroy(err, NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   async #handleConnect(
@@ -387,6 +508,11 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
       return;
     }
 
+    // One event-loop turn before deciding: a HEADERS followed by RST_STREAM in the same read
+    // (Rapid Reset) is then already closed, and no onConnect work (dial, policy) is started for it.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (streamGone(stream)) return;
+
     const controller = new AbortController();
     const onStreamClose = (): void => {
       controller.abort(new HboneError('HBONE_ERR_STREAM_RESET', 'the CONNECT stream closed'));
@@ -419,13 +545,16 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
       return;
     }
     const upstream = decision.upstream;
-    if (stream.closed || stream.destroyed) {
+    if (streamGone(stream)) {
       // The client went away while we were deciding: drop the upstream we were given.
       resetDuplex(upstream);
       this.#opts.onTunnelClosed?.(req, {
         bytesIn: 0,
         bytesOut: 0,
-        error: new HboneError('HBONE_ERR_STREAM_RESET', 'the CONNECT stream closed before the tunnel was established'),
+        error: new HboneError(
+          'HBONE_ERR_STREAM_RESET',
+          'the CONNECT stream closed before the tunnel was established',
+        ),
       });
       return;
     }

@@ -9,11 +9,16 @@ import { HboneError } from './errors.ts';
 /**
  * Starts the keepalive loop on `session`. One timer per session: it waits `intervalMs`, sends a
  * PING, then waits up to `timeoutMs` for the PONG; on a PONG the next round starts. A missing PONG
- * destroys the session with HBONE_ERR_PING_TIMEOUT. The loop stops by itself when the session
+ * destroys the session with HBONE_ERR_PING_TIMEOUT (after telling `onDead`). The loop stops by itself when the session
  * closes; the returned function stops it earlier. Timers are unref'ed: keepalive never holds the
  * process open.
  */
-export function startKeepalive(session: http2.Http2Session, intervalMs: number, timeoutMs: number): () => void {
+export function startKeepalive(
+  session: http2.Http2Session,
+  intervalMs: number,
+  timeoutMs: number,
+  onDead?: (err: HboneError) => void,
+): () => void {
   let stopped = false;
   let round = 0;
   let timer: NodeJS.Timeout | undefined;
@@ -24,12 +29,13 @@ export function startKeepalive(session: http2.Http2Session, intervalMs: number, 
 
   const onTimeout = (): void => {
     if (stopped || session.destroyed) return;
-    session.destroy(
-      new HboneError(
-        'HBONE_ERR_PING_TIMEOUT',
-        `HBONE peer did not answer an HTTP/2 PING within ${timeoutMs} ms; dropping the connection (the peer may be gone or its network path blackholed)`,
-      ),
+    const err = new HboneError(
+      'HBONE_ERR_PING_TIMEOUT',
+      `HBONE peer did not answer an HTTP/2 PING within ${timeoutMs} ms; dropping the connection (the peer may be gone or its network path blackholed)`,
     );
+    // Before destroy(): its streams close synchronously, the session 'error' only comes later.
+    onDead?.(err);
+    session.destroy(err);
   };
 
   const sendPing = (): void => {

@@ -58,6 +58,13 @@ export interface HboneSettings {
   maxSessionRejectedStreams: number;
   /** Node default 10, pinned (security §3.5; PING abuse, checklist A.17). */
   maxOutstandingPings: number;
+  /**
+   * Server: a session is dropped (GOAWAY ENHANCE_YOUR_CALM) once this many of its CONNECT streams,
+   * and at least half of them, were reset by the client before their response (Rapid Reset,
+   * CVE-2023-44487, checklist A.11). Envoy's equivalent defaults to 500 with the same 50 % ratio;
+   * a pooled HBONE client rarely cancels a CONNECT, so we are stricter.
+   */
+  maxPrematureResets: number;
   /** Node default 32, pinned (security §3.5; SETTINGS abuse, checklist A.17). */
   maxSettings: number;
   /**
@@ -94,6 +101,7 @@ export const DEFAULT_HBONE_SETTINGS: Readonly<HboneSettings> = Object.freeze({
   maxSessionInvalidFrames: 100,
   maxSessionRejectedStreams: 100,
   maxOutstandingPings: 10,
+  maxPrematureResets: 100,
   maxSettings: 32,
   maxHeaderListPairs: 64,
   unknownProtocolTimeoutMs: 10_000,
@@ -127,6 +135,7 @@ const RULES: { readonly [K in keyof HboneSettings]: Rule } = {
   maxSessionInvalidFrames: [0, 2 ** 32 - 1],
   maxSessionRejectedStreams: [0, 2 ** 32 - 1],
   maxOutstandingPings: [1, 2 ** 32 - 1],
+  maxPrematureResets: [1, 2 ** 32 - 1],
   maxSettings: [1, 2 ** 32 - 1],
   maxHeaderListPairs: [4, 2 ** 32 - 1],
   unknownProtocolTimeoutMs: [1, MAX_TIMER_MS],
@@ -143,7 +152,10 @@ export function resolveHboneSettings(overrides: Partial<HboneSettings> = {}): Re
   for (const [name, value] of Object.entries(overrides) as [keyof HboneSettings, unknown][]) {
     if (value === undefined) continue;
     if (!(name in RULES)) {
-      throw new HboneError('HBONE_ERR_CONFIG', `unknown HBONE setting "${name}"; known settings: ${Object.keys(RULES).join(', ')}`);
+      throw new HboneError(
+        'HBONE_ERR_CONFIG',
+        `unknown HBONE setting "${name}"; known settings: ${Object.keys(RULES).join(', ')}`,
+      );
     }
     out[name] = value as number;
   }

@@ -68,7 +68,11 @@ export function connectUpstream(opts: ConnectUpstreamOptions): Promise<net.Socke
       );
     };
     const onAbort = (): void => {
-      failWith(new HboneError('HBONE_ERR_ABORTED', `upstream connect to ${where} aborted`, { cause: signal?.reason }));
+      failWith(
+        new HboneError('HBONE_ERR_ABORTED', `upstream connect to ${where} aborted`, {
+          cause: signal?.reason,
+        }),
+      );
     };
     const timer = setTimeout(() => {
       failWith(

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(iproute2 iptables nftables containernetworking-plugins stunnel4 tcpdump conntrack gcc make procps)
+DEB_PACKAGES=(iproute2 iptables nftables containernetworking-plugins stunnel4 tcpdump conntrack gcc make procps protobuf-compiler)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do

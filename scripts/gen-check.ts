@@ -1,21 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 // `npm run gen:check`: fails when the committed generated code (src/shared/gen/) is not exactly
-// what `npm run gen` produces from src/shared/proto/ with buf.gen.yaml. It regenerates into a
-// temporary directory (buf's --output base) and compares the two trees byte for byte, so it works
-// in a clean clone and in a dirty working tree alike, without git. Offline: buf's well-known types
-// are built in and the only plugin is the local ts-proto from node_modules.
+// what `npm run gen` (scripts/gen.ts: protoc + ts-proto) produces from src/shared/proto/. It
+// regenerates into a temporary directory and compares the two trees byte for byte, so it works in
+// a clean clone and in a dirty working tree alike, without git.
 //
 // Usage: node scripts/gen-check.ts [--committed <dir>]   (default: src/shared/gen)
-// Exit codes: 0 up to date, 1 drift (the differing files are named), 2 could not run buf.
-import { spawnSync } from 'node:child_process';
+// Exit codes: 0 up to date, 1 drift (the differing files are named), 2 could not run protoc.
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join, relative, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
-const root = resolve(import.meta.dirname, '..');
-const GEN_DIR = 'src/shared/gen';
-const BUF_TIMEOUT_MS = 120_000;
+import { GEN_DIR, ROOT as root, generate } from './gen.ts';
 
 /** Relative paths of every file under dir, sorted; empty when dir does not exist. */
 function listFiles(dir: string, base = dir): string[] {
@@ -53,18 +49,9 @@ function main(): number {
   const committed = resolve(root, values.committed ?? GEN_DIR);
   const tmp = mkdtempSync(join(tmpdir(), 'gen-check-'));
   try {
-    const bin = join(root, 'node_modules/.bin');
-    // node_modules/.bin first: the ts-proto plugin's `#!/usr/bin/env node` must get the pinned Node 24.
-    const res = spawnSync(join(bin, 'buf'), ['generate', '--output', tmp], {
-      cwd: root,
-      env: { ...process.env, PATH: `${bin}${delimiter}${process.env.PATH ?? ''}` },
-      encoding: 'utf8',
-      timeout: BUF_TIMEOUT_MS,
-    });
-    if (res.error !== undefined || res.status !== 0) {
-      process.stderr.write(
-        `gen:check: 'buf generate' failed (${res.error?.message ?? `exit ${String(res.status)}`})\n${res.stderr}`,
-      );
+    const err = generate(join(tmp, GEN_DIR));
+    if (err !== undefined) {
+      process.stderr.write(`gen:check: ${err}\n`);
       return 2;
     }
     const fresh = join(tmp, GEN_DIR);

@@ -44,7 +44,10 @@ export function isHttp2Stream(d: Duplex): d is http2.Http2Stream {
  */
 export function resetDuplex(d: Duplex, cause?: Error): void {
   if (isHttp2Stream(d)) {
-    if (!d.closed && !d.destroyed) d.close(NGHTTP2_CONNECT_ERROR);
+    if (!d.closed && !d.destroyed) {
+      suppressEndStream(d);
+      d.close(NGHTTP2_CONNECT_ERROR);
+    }
     return;
   }
   if (d.destroyed) return;
@@ -61,6 +64,20 @@ export function resetDuplex(d: Duplex, cause?: Error): void {
     if (isDestroyed(d)) return;
   }
   d.destroy(cause);
+}
+
+/**
+ * Node's Http2Stream.close(code) first end()s a stream whose writable side is still open, which
+ * queues an empty DATA frame with END_STREAM ahead of the RST_STREAM: the peer sees a clean
+ * half-close and only then the reset, and a relay on the other side may already have turned that
+ * END_STREAM into a TCP FIN (a reset observed as EOF; checklist G.85). Marking the writable side
+ * as ending makes close() skip that end(), so only RST_STREAM goes out. This touches Node's
+ * Writable state (`_writableState.ending`, stable across Node 12–24); the relay and netns tests
+ * fail if a Node upgrade changes it.
+ */
+function suppressEndStream(s: http2.Http2Stream): void {
+  const ws = (s as unknown as { _writableState?: { ending?: unknown } })._writableState;
+  if (ws !== undefined && typeof ws.ending === 'boolean') ws.ending = true;
 }
 
 function isDestroyed(d: Duplex): boolean {

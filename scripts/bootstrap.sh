@@ -30,6 +30,9 @@ stamp=node_modules/.bootstrap-stamp
 if [[ ! -f $stamp || package-lock.json -nt $stamp ]]; then
   echo "bootstrap: installing npm dependencies (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error
+  # tap ships built with its TypeScript loader plugin; .taprc removes it (Node 24 strips types
+  # natively). Rebuild now, or the first run would still load the plugin.
+  PATH="$PWD/node_modules/.bin:$PATH" node_modules/.bin/tap build >/dev/null
   touch "$stamp"
 fi
 

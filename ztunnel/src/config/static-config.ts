@@ -19,18 +19,27 @@ import type { FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { parseDocument } from 'yaml';
-import { z } from 'zod';
 import { MeshError, errorMessage } from '../../../src/shared/errors.ts';
 import { parseCidrText } from '../rbac/cidr.ts';
 import { formatIp, isIpv4Mapped, parseIp } from '../state/ip.ts';
 import type {
+  ApplicationTunnel,
   Authorization,
+  CidrAddress,
+  Clause,
   GatewayAddress,
+  LoadBalancing,
+  Locality,
   Match,
+  NamespacedHostname,
   NetworkAddress,
+  Port,
+  Rule,
   Service,
+  ServiceAccountMatch,
   StateSnapshot,
   StringMatch,
+  WeightedWaypoint,
   Workload,
 } from '../state/types.ts';
 import {
@@ -50,6 +59,7 @@ import {
   TunnelProtocol,
   WorkloadStatus,
   WorkloadType,
+  emptyMatch,
   policyKey,
   serviceKey,
 } from '../state/types.ts';
@@ -59,7 +69,7 @@ export class StaticConfigError extends MeshError {}
 /** At most this many problems are listed in one error; the rest are counted. */
 const MAX_LISTED_ISSUES = 25;
 
-// ---- value schemas ----
+// ---- value formats ----
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
@@ -67,271 +77,658 @@ const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
 const POLICY_NAME = /^[A-Za-z0-9._-]+$/;
 const HOSTNAME = /^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$/;
 const NO_SLASH_TEXT = /^[^/\s]*$/;
+const SERVICE_KEY = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/(\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$/;
 
-function pattern(re: RegExp, max: number, expected: string): z.ZodType<string> {
-  return z.string().refine((v) => v.length <= max && re.test(v), { message: `expected ${expected}` });
+// ---- validation ----
+//
+// A hand-written walk over the parsed YAML. Each read* / expect* helper checks one value at a
+// path and records what is wrong in `Problems`; it never throws. A helper that refuses a scalar
+// returns a placeholder (so callers can keep building typed objects and find every problem in
+// one pass), and an object reader returns undefined when anything in its subtree was refused.
+// The document is refused whenever a problem was recorded, so placeholders never escape.
+// Problems come out in document-shape order: an object's fields in the order below, then its
+// unknown keys; list entries in order.
+
+type Path = readonly PropertyKey[];
+type Fields = Readonly<Record<string, unknown>>;
+
+class Problems {
+  readonly list: string[] = [];
+
+  get count(): number {
+    return this.list.length;
+  }
+
+  add(path: Path, text: string): void {
+    this.list.push(`${formatPath(path)}: ${text}`);
+  }
+
+  /** `got <value>, <expectation>`; the expectation starts with "expected". */
+  got(path: Path, value: unknown, expectation: string): void {
+    this.add(path, `got ${describeValue(value)}, ${expectation}`);
+  }
+
+  /** A refused type: `required string is missing` when absent, else `got 5, expected a string`. */
+  wrongType(path: Path, value: unknown, type: 'string' | 'number' | 'boolean' | 'object'): void {
+    if (value === undefined) this.add(path, `required ${type} is missing`);
+    else this.got(path, value, `expected ${type === 'object' ? 'a mapping' : `a ${type}`}`);
+  }
 }
 
-const namespaceName = pattern(DNS_LABEL, 63, 'a Kubernetes namespace name (lowercase DNS label, ≤ 63 chars)');
-const objectName = pattern(DNS_SUBDOMAIN, 253, 'a Kubernetes object name (lowercase DNS subdomain)');
-const serviceAccountName = pattern(
+function isObject(v: unknown): v is Fields {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isPlainObject(v: unknown): v is Fields {
+  if (!isObject(v)) return false;
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+function at(path: Path, key: PropertyKey): Path {
+  return [...path, key];
+}
+
+function expectString(p: Problems, path: Path, v: unknown): string {
+  if (typeof v === 'string') return v;
+  p.wrongType(path, v, 'string');
+  return '';
+}
+
+function expectLength(p: Problems, path: Path, v: unknown, min: number, max: number): string {
+  const s = expectString(p, path, v);
+  if (typeof v !== 'string') return s;
+  if (s.length < min) p.got(path, s, `expected a string of ≥ ${min} characters`);
+  if (s.length > max) p.got(path, s, `expected a string of ≤ ${max} characters`);
+  return s;
+}
+
+/** A string of a given shape (≤ max characters, matching re). */
+interface TextFormat {
+  readonly re: RegExp;
+  readonly max: number;
+  readonly expected: string;
+}
+
+function text(re: RegExp, max: number, expected: string): TextFormat {
+  return { re, max, expected };
+}
+
+const NAMESPACE_NAME = text(DNS_LABEL, 63, 'a Kubernetes namespace name (lowercase DNS label, ≤ 63 chars)');
+const OBJECT_NAME = text(DNS_SUBDOMAIN, 253, 'a Kubernetes object name (lowercase DNS subdomain)');
+const SERVICE_ACCOUNT_NAME = text(
   DNS_SUBDOMAIN,
   253,
   'a Kubernetes service account name (lowercase DNS subdomain)',
 );
-const trustDomain = pattern(TRUST_DOMAIN, 255, 'a trust domain of [a-z0-9._-], e.g. cluster.local');
-const policyName = pattern(POLICY_NAME, 253, 'a policy name of [A-Za-z0-9._-]');
-const hostname = pattern(HOSTNAME, 253, 'a DNS hostname such as echo.default.svc.cluster.local');
-const plainText = pattern(NO_SLASH_TEXT, 253, "text without '/' or whitespace");
+const TRUST_DOMAIN_NAME = text(TRUST_DOMAIN, 255, 'a trust domain of [a-z0-9._-], e.g. cluster.local');
+const POLICY_NAME_TEXT = text(POLICY_NAME, 253, 'a policy name of [A-Za-z0-9._-]');
+const HOSTNAME_TEXT = text(HOSTNAME, 253, 'a DNS hostname such as echo.default.svc.cluster.local');
+const PLAIN_TEXT = text(NO_SLASH_TEXT, 253, "text without '/' or whitespace");
 
-const port = z.number().int().min(1).max(65535);
-const portOrZero = z.number().int().min(0).max(65535);
+function expectText(p: Problems, path: Path, v: unknown, f: TextFormat): string {
+  if (typeof v !== 'string') return expectString(p, path, v);
+  if (v.length > f.max || !f.re.test(v)) p.got(path, v, `expected ${f.expected}`);
+  return v;
+}
+
+/** A workload's hostname: a DNS hostname or '' (no hostname). */
+function expectHostnameOrEmpty(p: Problems, path: Path, v: unknown): string {
+  if (typeof v !== 'string') {
+    p.add(path, 'Invalid input'); // the wording of the zod union this replaced
+    return '';
+  }
+  return v === '' ? v : expectText(p, path, v, HOSTNAME_TEXT);
+}
+
+/** An integer in [min, max]; JSON numbers beyond ±2^53-1 are refused as imprecise. */
+function expectInt(p: Problems, path: Path, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) {
+    p.wrongType(path, v, 'number');
+    return 0;
+  }
+  if (!Number.isInteger(v)) {
+    p.got(path, v, 'expected a int');
+    return v;
+  }
+  if (v > Number.MAX_SAFE_INTEGER) p.got(path, v, `expected an integer ≤ ${Number.MAX_SAFE_INTEGER}`);
+  if (v < Number.MIN_SAFE_INTEGER) p.got(path, v, `expected an integer ≥ ${Number.MIN_SAFE_INTEGER}`);
+  if (v < min) p.got(path, v, `expected an integer ≥ ${min}`);
+  if (v > max) p.got(path, v, `expected an integer ≤ ${max}`);
+  return v;
+}
+
+const expectPort = (p: Problems, path: Path, v: unknown): number => expectInt(p, path, v, 1, 65535);
+const expectPortOrZero = (p: Problems, path: Path, v: unknown): number => expectInt(p, path, v, 0, 65535);
+
+function expectBoolean(p: Problems, path: Path, v: unknown): boolean {
+  if (typeof v === 'boolean') return v;
+  p.wrongType(path, v, 'boolean');
+  return false;
+}
+
+/** One of an enum's values (a `{ NAME: 'NAME' }` object of ../state/types.ts). */
+function expectEnum<E extends string>(
+  p: Problems,
+  path: Path,
+  v: unknown,
+  values: Readonly<Record<string, E>>,
+): E {
+  const all = Object.values(values);
+  const found = all.find((e) => e === v);
+  if (found !== undefined) return found;
+  p.got(path, v, `expected one of ${all.join(', ')}`);
+  return all[0] as E;
+}
 
 /** An IP address string → its canonical form. IPv4-mapped IPv6 is refused as ambiguous. */
-const ipAddress = z.string().transform((s, ctx) => {
-  const a = parseIp(s);
+function expectIp(p: Problems, path: Path, v: unknown): string {
+  if (typeof v !== 'string') return expectString(p, path, v);
+  const a = parseIp(v);
   if (a === undefined) {
-    ctx.addIssue({
-      code: 'custom',
-      message: 'expected an IPv4 or IPv6 address such as 198.18.1.10 or fd00::10 (no zone, no port)',
-      input: s,
-    });
-    return z.NEVER;
+    p.got(path, v, 'expected an IPv4 or IPv6 address such as 198.18.1.10 or fd00::10 (no zone, no port)');
+    return v;
   }
   if (isIpv4Mapped(a)) {
-    ctx.addIssue({
-      code: 'custom',
-      message: 'expected a plain IPv4 address instead of IPv4-mapped IPv6',
-      input: s,
-    });
-    return z.NEVER;
+    p.got(path, v, 'expected a plain IPv4 address instead of IPv4-mapped IPv6');
+    return v;
   }
   return formatIp(a);
-});
+}
 
 /** "ip" (default network) or "network/ip" → NetworkAddress. */
-const networkAddress = z.string().transform((s, ctx): NetworkAddress => {
-  const slash = s.indexOf('/');
-  const network = slash < 0 ? '' : s.slice(0, slash);
-  const a = parseIp(slash < 0 ? s : s.slice(slash + 1));
+function expectNetworkAddress(p: Problems, path: Path, v: unknown): NetworkAddress {
+  if (typeof v !== 'string') return { network: '', address: expectString(p, path, v) };
+  const slash = v.indexOf('/');
+  const network = slash < 0 ? '' : v.slice(0, slash);
+  const a = parseIp(slash < 0 ? v : v.slice(slash + 1));
   if (a === undefined || isIpv4Mapped(a) || /\s/.test(network)) {
-    ctx.addIssue({
-      code: 'custom',
-      message: 'expected "ip" or "network/ip", e.g. 198.19.0.10 or net1/198.19.0.10',
-      input: s,
-    });
-    return z.NEVER;
+    p.got(path, v, 'expected "ip" or "network/ip", e.g. 198.19.0.10 or net1/198.19.0.10');
+    return { network, address: v };
   }
   return { network, address: formatIp(a) };
-});
+}
 
 /** "198.18.0.0/16" or a bare address (host route). */
-const cidr = z.string().transform((s, ctx) => {
-  const c = parseCidrText(s);
+function expectCidr(p: Problems, path: Path, v: unknown): CidrAddress {
+  if (typeof v !== 'string') return { address: expectString(p, path, v), length: 0 };
+  const c = parseCidrText(v);
   const a = c === undefined ? undefined : parseIp(c.address);
   if (c === undefined || a === undefined || isIpv4Mapped(a)) {
-    ctx.addIssue({
-      code: 'custom',
-      message:
-        'expected a CIDR such as 198.18.0.0/16 or fd00::/64 (prefix ≤ 32 for IPv4, ≤ 128 for IPv6), or a single IP',
-      input: s,
-    });
-    return z.NEVER;
+    p.got(
+      path,
+      v,
+      'expected a CIDR such as 198.18.0.0/16 or fd00::/64 (prefix ≤ 32 for IPv4, ≤ 128 for IPv6), or a single IP',
+    );
+    return { address: v, length: 0 };
   }
   return c;
-});
+}
 
-function strictObject<T extends z.ZodRawShape>(shape: T): z.ZodObject<T, z.core.$strict> {
-  const allowed = Object.keys(shape).join(', ');
-  return z.strictObject(shape, {
-    error: (iss) =>
-      iss.code === 'unrecognized_keys'
-        ? `unknown key${iss.keys.length > 1 ? 's' : ''} ${iss.keys.map((k) => JSON.stringify(k)).join(', ')} (allowed: ${allowed})`
-        : undefined,
+/** A list (absent = empty); `item` reads each entry. */
+function readList<T>(
+  p: Problems,
+  path: Path,
+  v: unknown,
+  item: (p: Problems, path: Path, v: unknown) => T | undefined,
+): T[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) {
+    p.got(path, v, 'expected a list');
+    return [];
+  }
+  const out: T[] = [];
+  v.forEach((x: unknown, i) => {
+    const r = item(p, at(path, i), x);
+    if (r !== undefined) out.push(r);
   });
+  return out;
+}
+
+/**
+ * A mapping with exactly the keys `allowed` (a missing one is up to `read`, an unknown one is a
+ * problem). `read` gets the fields and builds the value. The result is undefined if anything
+ * under this mapping, its unknown keys included, was refused.
+ */
+function readObject<T>(
+  p: Problems,
+  path: Path,
+  v: unknown,
+  allowed: readonly string[],
+  read: (o: Fields) => T | undefined,
+): T | undefined {
+  return readObjectThen(p, path, v, allowed, read, (f) => f);
+}
+
+/**
+ * readObject plus a whole-object check (`then`: "exactly one of ..."), which runs once the fields
+ * themselves are good, after unknown keys have been reported (so both problems are listed).
+ */
+function readObjectThen<F, T>(
+  p: Problems,
+  path: Path,
+  v: unknown,
+  allowed: readonly string[],
+  read: (o: Fields) => F | undefined,
+  then: (fields: F) => T | undefined,
+): T | undefined {
+  if (!isObject(v)) {
+    p.wrongType(path, v, 'object');
+    return undefined;
+  }
+  const before = p.count;
+  const fields = read(v);
+  const fieldsOk = p.count === before;
+  const unknown = Object.keys(v).filter((k) => !allowed.includes(k));
+  if (unknown.length > 0) {
+    p.add(
+      path,
+      `unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')} (allowed: ${allowed.join(', ')})`,
+    );
+  }
+  if (!fieldsOk || fields === undefined) return undefined;
+  const out = then(fields);
+  return p.count === before ? out : undefined;
+}
+
+/** `fields[key]`, or `fallback` when absent (YAML cannot express an explicit undefined). */
+function orDefault<T>(fields: Fields, key: string, fallback: T, read: (v: unknown) => T): T {
+  const v = fields[key];
+  return v === undefined ? fallback : read(v);
 }
 
 const ONE_OF_STRING_MATCH =
   'exactly one of {exact: "..."}, {prefix: "..."}, {suffix: "..."}, {presence: true}';
 
-/** A StringMatch with a per-field value check (principal / namespace rules). */
-function stringMatch(
-  check: (kind: 'exact' | 'prefix' | 'suffix', value: string) => string | undefined,
-): z.ZodType<StringMatch> {
-  return strictObject({
-    exact: z.string().optional(),
-    prefix: z.string().optional(),
-    suffix: z.string().optional(),
-    presence: z.literal(true).optional(),
-  }).transform((m, ctx): StringMatch => {
-    const set = (['exact', 'prefix', 'suffix', 'presence'] as const).filter((k) => m[k] !== undefined);
-    if (set.length !== 1) {
-      ctx.addIssue({ code: 'custom', message: `expected ${ONE_OF_STRING_MATCH}`, input: m });
-      return z.NEVER;
-    }
-    if (m.presence !== undefined) return { presence: true };
-    for (const kind of ['exact', 'prefix', 'suffix'] as const) {
-      const value = m[kind];
-      if (value === undefined) continue;
-      const problem = check(kind, value);
-      if (problem !== undefined) {
-        ctx.addIssue({ code: 'custom', message: problem, input: value, path: [kind] });
-        return z.NEVER;
+const STRING_MATCH_KINDS = ['exact', 'prefix', 'suffix'] as const;
+type StringMatchKind = (typeof STRING_MATCH_KINDS)[number];
+
+/** A StringMatch with a per-value check (principal / namespace rules) returning a problem. */
+function readStringMatch(
+  p: Problems,
+  path: Path,
+  v: unknown,
+  check: (kind: StringMatchKind, value: string) => string | undefined,
+): StringMatch | undefined {
+  return readObjectThen(
+    p,
+    path,
+    v,
+    [...STRING_MATCH_KINDS, 'presence'],
+    (o) => {
+      const out: { exact?: string; prefix?: string; suffix?: string; presence?: true } = {};
+      for (const kind of STRING_MATCH_KINDS) {
+        if (o[kind] !== undefined) out[kind] = expectString(p, at(path, kind), o[kind]);
       }
-      return kind === 'exact' ? { exact: value } : kind === 'prefix' ? { prefix: value } : { suffix: value };
-    }
-    return z.NEVER;
-  });
+      if (o.presence !== undefined) {
+        if (o.presence === true) out.presence = true;
+        else p.got(at(path, 'presence'), o.presence, 'expected one of true');
+      }
+      return out;
+    },
+    (m): StringMatch | undefined => {
+      if (Object.keys(m).length !== 1) {
+        p.got(path, m, `expected ${ONE_OF_STRING_MATCH}`);
+        return undefined;
+      }
+      if (m.presence !== undefined) return { presence: true };
+      for (const kind of STRING_MATCH_KINDS) {
+        const value = m[kind];
+        if (value === undefined) continue;
+        const problem = check(kind, value);
+        if (problem !== undefined) {
+          p.got(at(path, kind), value, problem);
+          return undefined;
+        }
+        return kind === 'exact'
+          ? { exact: value }
+          : kind === 'prefix'
+            ? { prefix: value }
+            : { suffix: value };
+      }
+      return undefined;
+    },
+  );
 }
 
 const PRINCIPAL = /^[a-z0-9._-]+\/ns\/[a-z0-9]([-a-z0-9]*[a-z0-9])?\/sa\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 
-const principalMatch = stringMatch((kind, v) => {
-  if (v.startsWith('spiffe://')) {
-    return 'expected a principal without "spiffe://" (principals are compared as <trust-domain>/ns/<namespace>/sa/<service-account>)';
-  }
-  if (v.includes('*')) {
-    return 'expected no "*": matching is literal; write a wildcard as {prefix: ...} or {suffix: ...}';
-  }
-  if (kind === 'exact' && !PRINCIPAL.test(v)) {
-    return 'expected a principal of the form <trust-domain>/ns/<namespace>/sa/<service-account>, e.g. cluster.local/ns/default/sa/client';
-  }
-  return undefined;
-});
-
-const namespaceMatch = stringMatch((kind, v) => {
-  if (v.includes('*')) {
-    return 'expected no "*": matching is literal; write a wildcard as {prefix: ...} or {suffix: ...}';
-  }
-  if (kind === 'exact' && !DNS_LABEL.test(v)) return 'expected a namespace name (lowercase DNS label)';
-  return undefined;
-});
-
-const serviceAccountMatch = strictObject({ namespace: namespaceName, serviceAccount: serviceAccountName });
-
-const matchSchema = strictObject({
-  namespaces: z.array(namespaceMatch).default([]),
-  notNamespaces: z.array(namespaceMatch).default([]),
-  principals: z.array(principalMatch).default([]),
-  notPrincipals: z.array(principalMatch).default([]),
-  sourceIps: z.array(cidr).default([]),
-  notSourceIps: z.array(cidr).default([]),
-  destinationIps: z.array(cidr).default([]),
-  notDestinationIps: z.array(cidr).default([]),
-  destinationPorts: z.array(port).default([]),
-  notDestinationPorts: z.array(port).default([]),
-  serviceAccounts: z.array(serviceAccountMatch).default([]),
-  notServiceAccounts: z.array(serviceAccountMatch).default([]),
-}).transform((m): Match => m);
-
-const clauseSchema = strictObject({ matches: z.array(matchSchema).default([]) });
-const ruleSchema = strictObject({ clauses: z.array(clauseSchema).default([]) });
-
-const policySchema = strictObject({
-  name: policyName,
-  namespace: namespaceName,
-  scope: z.enum(PolicyScope),
-  action: z.enum(PolicyAction),
-  rules: z.array(ruleSchema).default([]),
-  dryRun: z.boolean().default(false),
-}).transform((p): Authorization => p);
-
-const namespacedHostname = strictObject({ namespace: namespaceName, hostname });
-
-const gatewayAddress = strictObject({
-  hostname: namespacedHostname.optional(),
-  address: networkAddress.optional(),
-  hboneMtlsPort: port.default(DEFAULT_HBONE_MTLS_PORT),
-}).transform((g, ctx): GatewayAddress => {
-  if (g.hostname !== undefined && g.address === undefined) {
-    return { hostname: g.hostname, hboneMtlsPort: g.hboneMtlsPort };
-  }
-  if (g.address !== undefined && g.hostname === undefined) {
-    return { address: g.address, hboneMtlsPort: g.hboneMtlsPort };
-  }
-  ctx.addIssue({
-    code: 'custom',
-    message:
-      'expected exactly one of hostname: {namespace, hostname} or address: "ip" / "network/ip" (and optionally hboneMtlsPort)',
-    input: g,
+function readPrincipalMatch(p: Problems, path: Path, v: unknown): StringMatch | undefined {
+  return readStringMatch(p, path, v, (kind, s) => {
+    if (s.startsWith('spiffe://')) {
+      return 'expected a principal without "spiffe://" (principals are compared as <trust-domain>/ns/<namespace>/sa/<service-account>)';
+    }
+    if (s.includes('*')) {
+      return 'expected no "*": matching is literal; write a wildcard as {prefix: ...} or {suffix: ...}';
+    }
+    if (kind === 'exact' && !PRINCIPAL.test(s)) {
+      return 'expected a principal of the form <trust-domain>/ns/<namespace>/sa/<service-account>, e.g. cluster.local/ns/default/sa/client';
+    }
+    return undefined;
   });
-  return z.NEVER;
-});
+}
 
-const portSchema = strictObject({
-  servicePort: port,
-  targetPort: portOrZero.default(0),
-  appProtocol: z.enum(AppProtocol).optional(),
-});
+function readNamespaceMatch(p: Problems, path: Path, v: unknown): StringMatch | undefined {
+  return readStringMatch(p, path, v, (kind, s) => {
+    if (s.includes('*')) {
+      return 'expected no "*": matching is literal; write a wildcard as {prefix: ...} or {suffix: ...}';
+    }
+    if (kind === 'exact' && !DNS_LABEL.test(s)) return 'expected a namespace name (lowercase DNS label)';
+    return undefined;
+  });
+}
 
-const SERVICE_KEY = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/(\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$/;
+function readServiceAccountMatch(p: Problems, path: Path, v: unknown): ServiceAccountMatch | undefined {
+  return readObject(p, path, v, ['namespace', 'serviceAccount'], (o) => ({
+    namespace: expectText(p, at(path, 'namespace'), o.namespace, NAMESPACE_NAME),
+    serviceAccount: expectText(p, at(path, 'serviceAccount'), o.serviceAccount, SERVICE_ACCOUNT_NAME),
+  }));
+}
 
-const workloadSchema = strictObject({
-  uid: z.string().min(1).max(1024).optional(),
-  name: objectName,
-  namespace: namespaceName,
-  addresses: z.array(ipAddress).default([]),
-  hostname: z.union([hostname, z.literal('')]).default(''),
-  network: plainText.default(''),
-  tunnelProtocol: z.enum(TunnelProtocol).default('NONE'),
-  trustDomain: trustDomain.default(DEFAULT_TRUST_DOMAIN),
-  serviceAccount: serviceAccountName.default(DEFAULT_SERVICE_ACCOUNT),
-  waypoint: gatewayAddress.optional(),
-  networkGateway: gatewayAddress.optional(),
-  node: plainText.default(''),
-  canonicalName: z.string().default(''),
-  canonicalRevision: z.string().default(''),
-  workloadType: z.enum(WorkloadType).default('POD'),
-  workloadName: z.string().default(''),
-  nativeTunnel: z.boolean().default(false),
-  authorizationPolicies: z.array(z.string()).default([]),
-  status: z.enum(WorkloadStatus).default('HEALTHY'),
-  clusterId: plainText.default(''),
-  services: z.record(z.string(), z.array(portSchema)).default({}),
-  applicationTunnel: strictObject({
-    protocol: z.enum(ApplicationTunnelProtocol).default('NONE'),
-    port: portOrZero.default(0),
-  }).optional(),
-  locality: strictObject({
-    region: z.string().default(''),
-    zone: z.string().default(''),
-    subzone: z.string().default(''),
-  }).optional(),
-  networkMode: z.enum(NetworkMode).default('STANDARD'),
-  capacity: z.number().int().min(0).max(0xffffffff).default(1),
-}).transform((w): Workload => ({
-  ...w,
-  // Upstream's uid shape: <cluster>//Pod/<namespace>/<name>.
-  uid: w.uid ?? `${w.clusterId === '' ? 'Kubernetes' : w.clusterId}//Pod/${w.namespace}/${w.name}`,
-}));
+const MATCH_KEYS = Object.keys(emptyMatch());
 
-const serviceSchema = strictObject({
-  name: objectName,
-  namespace: namespaceName,
-  hostname,
-  addresses: z.array(networkAddress).default([]),
-  ports: z.array(portSchema).default([]),
-  subjectAltNames: z.array(z.string().min(1)).default([]),
-  waypoint: gatewayAddress.optional(),
-  loadBalancing: strictObject({
-    routingPreference: z.array(z.enum(LoadBalancingScope)).default([]),
-    mode: z.enum(LoadBalancingMode).default('UNSPECIFIED_MODE'),
-    healthPolicy: z.enum(HealthPolicy).default('ONLY_HEALTHY'),
-  }).optional(),
-  ipFamilies: z.enum(IpFamilies).default('AUTOMATIC'),
-  canonical: z.boolean().default(true),
-  ingressUseWaypoint: z.boolean().default(false),
-  weightedWaypoints: z
-    .array(strictObject({ destination: gatewayAddress, weight: z.number().int().min(0).max(0xffffffff) }))
-    .default([]),
-  visibility: z.enum(ServiceVisibility).default('PUBLIC'),
-}).transform((s): Service => s);
+function readMatch(p: Problems, path: Path, v: unknown): Match | undefined {
+  return readObject(p, path, v, MATCH_KEYS, (o) => {
+    const list = <T>(key: keyof Match, item: (p: Problems, path: Path, v: unknown) => T | undefined): T[] =>
+      readList(p, at(path, key), o[key], item);
+    const ports = (p: Problems, path: Path, v: unknown): number => expectPort(p, path, v);
+    return {
+      namespaces: list('namespaces', readNamespaceMatch),
+      notNamespaces: list('notNamespaces', readNamespaceMatch),
+      principals: list('principals', readPrincipalMatch),
+      notPrincipals: list('notPrincipals', readPrincipalMatch),
+      sourceIps: list('sourceIps', expectCidr),
+      notSourceIps: list('notSourceIps', expectCidr),
+      destinationIps: list('destinationIps', expectCidr),
+      notDestinationIps: list('notDestinationIps', expectCidr),
+      destinationPorts: list('destinationPorts', ports),
+      notDestinationPorts: list('notDestinationPorts', ports),
+      serviceAccounts: list('serviceAccounts', readServiceAccountMatch),
+      notServiceAccounts: list('notServiceAccounts', readServiceAccountMatch),
+    };
+  });
+}
 
-const documentSchema = strictObject({
-  workloads: z.array(workloadSchema).default([]),
-  services: z.array(serviceSchema).default([]),
-  policies: z.array(policySchema).default([]),
-});
+function readClause(p: Problems, path: Path, v: unknown): Clause | undefined {
+  return readObject(p, path, v, ['matches'], (o) => ({
+    matches: readList(p, at(path, 'matches'), o.matches, readMatch),
+  }));
+}
+
+function readRule(p: Problems, path: Path, v: unknown): Rule | undefined {
+  return readObject(p, path, v, ['clauses'], (o) => ({
+    clauses: readList(p, at(path, 'clauses'), o.clauses, readClause),
+  }));
+}
+
+const POLICY_KEYS = ['name', 'namespace', 'scope', 'action', 'rules', 'dryRun'];
+
+function readPolicy(p: Problems, path: Path, v: unknown): Authorization | undefined {
+  return readObject(p, path, v, POLICY_KEYS, (o) => ({
+    name: expectText(p, at(path, 'name'), o.name, POLICY_NAME_TEXT),
+    namespace: expectText(p, at(path, 'namespace'), o.namespace, NAMESPACE_NAME),
+    scope: expectEnum(p, at(path, 'scope'), o.scope, PolicyScope),
+    action: expectEnum(p, at(path, 'action'), o.action, PolicyAction),
+    rules: readList(p, at(path, 'rules'), o.rules, readRule),
+    dryRun: orDefault(o, 'dryRun', false, (x) => expectBoolean(p, at(path, 'dryRun'), x)),
+  }));
+}
+
+function readNamespacedHostname(p: Problems, path: Path, v: unknown): NamespacedHostname | undefined {
+  return readObject(p, path, v, ['namespace', 'hostname'], (o) => ({
+    namespace: expectText(p, at(path, 'namespace'), o.namespace, NAMESPACE_NAME),
+    hostname: expectText(p, at(path, 'hostname'), o.hostname, HOSTNAME_TEXT),
+  }));
+}
+
+function readGatewayAddress(p: Problems, path: Path, v: unknown): GatewayAddress | undefined {
+  return readObjectThen(
+    p,
+    path,
+    v,
+    ['hostname', 'address', 'hboneMtlsPort'],
+    (o) => ({
+      ...(o.hostname !== undefined && {
+        hostname: readNamespacedHostname(p, at(path, 'hostname'), o.hostname),
+      }),
+      ...(o.address !== undefined && { address: expectNetworkAddress(p, at(path, 'address'), o.address) }),
+      hboneMtlsPort: orDefault(o, 'hboneMtlsPort', DEFAULT_HBONE_MTLS_PORT, (x) =>
+        expectPort(p, at(path, 'hboneMtlsPort'), x),
+      ),
+    }),
+    (g): GatewayAddress | undefined => {
+      if (g.hostname !== undefined && g.address === undefined) {
+        return { hostname: g.hostname, hboneMtlsPort: g.hboneMtlsPort };
+      }
+      if (g.address !== undefined && g.hostname === undefined) {
+        return { address: g.address, hboneMtlsPort: g.hboneMtlsPort };
+      }
+      p.got(
+        path,
+        g,
+        'expected exactly one of hostname: {namespace, hostname} or address: "ip" / "network/ip" (and optionally hboneMtlsPort)',
+      );
+      return undefined;
+    },
+  );
+}
+
+function readPort(p: Problems, path: Path, v: unknown): Port | undefined {
+  return readObject(p, path, v, ['servicePort', 'targetPort', 'appProtocol'], (o) => ({
+    servicePort: expectPort(p, at(path, 'servicePort'), o.servicePort),
+    targetPort: orDefault(o, 'targetPort', 0, (x) => expectPortOrZero(p, at(path, 'targetPort'), x)),
+    ...(o.appProtocol !== undefined && {
+      appProtocol: expectEnum(p, at(path, 'appProtocol'), o.appProtocol, AppProtocol),
+    }),
+  }));
+}
+
+/** Workload.services: `namespace/hostname` → ports (keys are checked by crossCheck). */
+function readServicePorts(p: Problems, path: Path, v: unknown): Record<string, Port[]> {
+  if (!isPlainObject(v)) {
+    p.got(path, v, 'expected a record');
+    return {};
+  }
+  const out: Record<string, Port[]> = {};
+  for (const [k, ports] of Object.entries(v)) {
+    // defineProperty: a "__proto__" key stays a key (and is then refused as a service key).
+    Object.defineProperty(out, k, {
+      value: readList(p, at(path, k), ports, readPort),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return out;
+}
+
+const WORKLOAD_KEYS = [
+  'uid',
+  'name',
+  'namespace',
+  'addresses',
+  'hostname',
+  'network',
+  'tunnelProtocol',
+  'trustDomain',
+  'serviceAccount',
+  'waypoint',
+  'networkGateway',
+  'node',
+  'canonicalName',
+  'canonicalRevision',
+  'workloadType',
+  'workloadName',
+  'nativeTunnel',
+  'authorizationPolicies',
+  'status',
+  'clusterId',
+  'services',
+  'applicationTunnel',
+  'locality',
+  'networkMode',
+  'capacity',
+];
+
+function readWorkload(p: Problems, path: Path, v: unknown): Workload | undefined {
+  return readObjectThen(
+    p,
+    path,
+    v,
+    WORKLOAD_KEYS,
+    (o) => {
+      const field = (k: string): Path => at(path, k);
+      const str = (k: string): string => orDefault(o, k, '', (x) => expectString(p, field(k), x));
+      const plain = (k: string): string => orDefault(o, k, '', (x) => expectText(p, field(k), x, PLAIN_TEXT));
+      return {
+        ...(o.uid !== undefined && { uid: expectLength(p, field('uid'), o.uid, 1, 1024) }),
+        name: expectText(p, field('name'), o.name, OBJECT_NAME),
+        namespace: expectText(p, field('namespace'), o.namespace, NAMESPACE_NAME),
+        addresses: readList(p, field('addresses'), o.addresses, expectIp),
+        hostname: orDefault(o, 'hostname', '', (x) => expectHostnameOrEmpty(p, field('hostname'), x)),
+        network: plain('network'),
+        tunnelProtocol: orDefault(o, 'tunnelProtocol', 'NONE', (x) =>
+          expectEnum(p, field('tunnelProtocol'), x, TunnelProtocol),
+        ),
+        trustDomain: orDefault(o, 'trustDomain', DEFAULT_TRUST_DOMAIN, (x) =>
+          expectText(p, field('trustDomain'), x, TRUST_DOMAIN_NAME),
+        ),
+        serviceAccount: orDefault(o, 'serviceAccount', DEFAULT_SERVICE_ACCOUNT, (x) =>
+          expectText(p, field('serviceAccount'), x, SERVICE_ACCOUNT_NAME),
+        ),
+        ...(o.waypoint !== undefined && { waypoint: readGatewayAddress(p, field('waypoint'), o.waypoint) }),
+        ...(o.networkGateway !== undefined && {
+          networkGateway: readGatewayAddress(p, field('networkGateway'), o.networkGateway),
+        }),
+        node: plain('node'),
+        canonicalName: str('canonicalName'),
+        canonicalRevision: str('canonicalRevision'),
+        workloadType: orDefault(o, 'workloadType', 'POD', (x) =>
+          expectEnum(p, field('workloadType'), x, WorkloadType),
+        ),
+        workloadName: str('workloadName'),
+        nativeTunnel: orDefault(o, 'nativeTunnel', false, (x) => expectBoolean(p, field('nativeTunnel'), x)),
+        authorizationPolicies: readList(
+          p,
+          field('authorizationPolicies'),
+          o.authorizationPolicies,
+          expectString,
+        ),
+        status: orDefault(o, 'status', 'HEALTHY', (x) => expectEnum(p, field('status'), x, WorkloadStatus)),
+        clusterId: plain('clusterId'),
+        services: orDefault(o, 'services', {}, (x) => readServicePorts(p, field('services'), x)),
+        ...(o.applicationTunnel !== undefined && {
+          applicationTunnel: readApplicationTunnel(p, field('applicationTunnel'), o.applicationTunnel),
+        }),
+        ...(o.locality !== undefined && { locality: readLocality(p, field('locality'), o.locality) }),
+        networkMode: orDefault(o, 'networkMode', 'STANDARD', (x) =>
+          expectEnum(p, field('networkMode'), x, NetworkMode),
+        ),
+        capacity: orDefault(o, 'capacity', 1, (x) => expectInt(p, field('capacity'), x, 0, 0xffffffff)),
+      };
+    },
+    // Upstream's uid shape: <cluster>//Pod/<namespace>/<name>. (A given uid keeps its place first.)
+    (w): Workload => ({
+      ...w,
+      uid: w.uid ?? `${w.clusterId === '' ? 'Kubernetes' : w.clusterId}//Pod/${w.namespace}/${w.name}`,
+    }),
+  );
+}
+
+function readApplicationTunnel(p: Problems, path: Path, v: unknown): ApplicationTunnel | undefined {
+  return readObject(p, path, v, ['protocol', 'port'], (o) => ({
+    protocol: orDefault(o, 'protocol', 'NONE', (x) =>
+      expectEnum(p, at(path, 'protocol'), x, ApplicationTunnelProtocol),
+    ),
+    port: orDefault(o, 'port', 0, (x) => expectPortOrZero(p, at(path, 'port'), x)),
+  }));
+}
+
+function readLocality(p: Problems, path: Path, v: unknown): Locality | undefined {
+  return readObject(p, path, v, ['region', 'zone', 'subzone'], (o) => ({
+    region: orDefault(o, 'region', '', (x) => expectString(p, at(path, 'region'), x)),
+    zone: orDefault(o, 'zone', '', (x) => expectString(p, at(path, 'zone'), x)),
+    subzone: orDefault(o, 'subzone', '', (x) => expectString(p, at(path, 'subzone'), x)),
+  }));
+}
+
+function readLoadBalancing(p: Problems, path: Path, v: unknown): LoadBalancing | undefined {
+  return readObject(p, path, v, ['routingPreference', 'mode', 'healthPolicy'], (o) => ({
+    routingPreference: readList(p, at(path, 'routingPreference'), o.routingPreference, (p, path, x) =>
+      expectEnum(p, path, x, LoadBalancingScope),
+    ),
+    mode: orDefault(o, 'mode', 'UNSPECIFIED_MODE', (x) =>
+      expectEnum(p, at(path, 'mode'), x, LoadBalancingMode),
+    ),
+    healthPolicy: orDefault(o, 'healthPolicy', 'ONLY_HEALTHY', (x) =>
+      expectEnum(p, at(path, 'healthPolicy'), x, HealthPolicy),
+    ),
+  }));
+}
+
+function readWeightedWaypoint(p: Problems, path: Path, v: unknown): WeightedWaypoint | undefined {
+  return readObject(p, path, v, ['destination', 'weight'], (o) => {
+    const destination = readGatewayAddress(p, at(path, 'destination'), o.destination);
+    const weight = expectInt(p, at(path, 'weight'), o.weight, 0, 0xffffffff);
+    return destination === undefined ? undefined : { destination, weight };
+  });
+}
+
+const SERVICE_KEYS = [
+  'name',
+  'namespace',
+  'hostname',
+  'addresses',
+  'ports',
+  'subjectAltNames',
+  'waypoint',
+  'loadBalancing',
+  'ipFamilies',
+  'canonical',
+  'ingressUseWaypoint',
+  'weightedWaypoints',
+  'visibility',
+];
+
+function readService(p: Problems, path: Path, v: unknown): Service | undefined {
+  return readObject(p, path, v, SERVICE_KEYS, (o) => {
+    const field = (k: string): Path => at(path, k);
+    return {
+      name: expectText(p, field('name'), o.name, OBJECT_NAME),
+      namespace: expectText(p, field('namespace'), o.namespace, NAMESPACE_NAME),
+      hostname: expectText(p, field('hostname'), o.hostname, HOSTNAME_TEXT),
+      addresses: readList(p, field('addresses'), o.addresses, expectNetworkAddress),
+      ports: readList(p, field('ports'), o.ports, readPort),
+      subjectAltNames: readList(p, field('subjectAltNames'), o.subjectAltNames, (p, path, x) =>
+        expectLength(p, path, x, 1, Infinity),
+      ),
+      ...(o.waypoint !== undefined && { waypoint: readGatewayAddress(p, field('waypoint'), o.waypoint) }),
+      ...(o.loadBalancing !== undefined && {
+        loadBalancing: readLoadBalancing(p, field('loadBalancing'), o.loadBalancing),
+      }),
+      ipFamilies: orDefault(o, 'ipFamilies', 'AUTOMATIC', (x) =>
+        expectEnum(p, field('ipFamilies'), x, IpFamilies),
+      ),
+      canonical: orDefault(o, 'canonical', true, (x) => expectBoolean(p, field('canonical'), x)),
+      ingressUseWaypoint: orDefault(o, 'ingressUseWaypoint', false, (x) =>
+        expectBoolean(p, field('ingressUseWaypoint'), x),
+      ),
+      weightedWaypoints: readList(p, field('weightedWaypoints'), o.weightedWaypoints, readWeightedWaypoint),
+      visibility: orDefault(o, 'visibility', 'PUBLIC', (x) =>
+        expectEnum(p, field('visibility'), x, ServiceVisibility),
+      ),
+    };
+  });
+}
+
+/** The whole document; undefined (with problems recorded) if anything was refused. */
+function readDocument(p: Problems, v: unknown): StateSnapshot | undefined {
+  return readObject(p, [], v, ['workloads', 'services', 'policies'], (o) => ({
+    workloads: readList(p, ['workloads'], o.workloads, readWorkload),
+    services: readList(p, ['services'], o.services, readService),
+    policies: readList(p, ['policies'], o.policies, readPolicy),
+  }));
+}
 
 // ---- error formatting ----
 
@@ -352,35 +749,6 @@ function describeValue(v: unknown): string {
   if (v === null) return 'null';
   const text = JSON.stringify(v);
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
-}
-
-function bound(origin: string, op: string, n: number | bigint): string {
-  if (origin === 'string') return `a string of ${op} ${n} characters`;
-  if (origin === 'array') return `a list of ${op} ${n} entries`;
-  return `an integer ${op} ${n}`;
-}
-
-function issueText(iss: z.core.$ZodIssue): string {
-  const where = formatPath(iss.path);
-  const input: unknown = (iss as { input?: unknown }).input;
-  if (iss.code === 'invalid_type') {
-    if (input === undefined) return `${where}: required ${iss.expected} is missing`;
-    const expected =
-      iss.expected === 'object' ? 'a mapping' : iss.expected === 'array' ? 'a list' : `a ${iss.expected}`;
-    return `${where}: got ${describeValue(input)}, expected ${expected}`;
-  }
-  if (iss.code === 'invalid_value') {
-    return `${where}: got ${describeValue(input)}, expected one of ${iss.values.map((v) => String(v)).join(', ')}`;
-  }
-  if (iss.code === 'too_small') {
-    return `${where}: got ${describeValue(input)}, expected ${bound(iss.origin, '≥', iss.minimum)}`;
-  }
-  if (iss.code === 'too_big') {
-    return `${where}: got ${describeValue(input)}, expected ${bound(iss.origin, '≤', iss.maximum)}`;
-  }
-  if (iss.code === 'custom') return `${where}: got ${describeValue(input)}, ${iss.message}`;
-  // unrecognized_keys (message built by strictObject above) and anything else zod reports.
-  return `${where}: ${iss.message}`;
 }
 
 function configError(file: string, problems: readonly string[]): StaticConfigError {
@@ -521,9 +889,9 @@ export function parseStaticConfig(text: string, file: string): StateSnapshot {
       '(document root): the file is empty; expected a mapping with workloads, services and policies (an empty file is refused so a truncated write cannot drop every policy)',
     ]);
   }
-  const parsed = documentSchema.safeParse(data, { reportInput: true });
-  if (!parsed.success) throw configError(file, parsed.error.issues.map(issueText));
-  const snapshot: StateSnapshot = parsed.data;
+  const p = new Problems();
+  const snapshot = readDocument(p, data);
+  if (snapshot === undefined || p.count > 0) throw configError(file, p.list);
   const problems = crossCheck(snapshot);
   if (problems.length > 0) throw configError(file, problems);
   return snapshot;

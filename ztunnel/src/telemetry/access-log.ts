@@ -2,7 +2,8 @@
 // Access logs (spec §7.2): one JSON line per connection, "connection complete" (info, or error
 // with an `error` field) and "connection failed" (warn) for early refusals, with upstream's dotted
 // field names (src.addr, dst.hbone_addr, ...) so log pipelines built for ztunnel keep working.
-import { pino, type Logger, type DestinationStream } from 'pino';
+import type { Writable } from 'node:stream';
+import { Logger } from './logger.ts';
 
 export interface AccessLogEntry {
   readonly direction: 'inbound' | 'outbound';
@@ -22,18 +23,12 @@ export interface AccessLogEntry {
   readonly error?: string | undefined;
 }
 
-/** Creates the process logger: JSON lines with ztunnel's field conventions. */
-export function createLogger(opts: { level?: string; destination?: DestinationStream } = {}): Logger {
-  return pino(
-    {
-      level: opts.level ?? process.env.LOG_LEVEL ?? 'info',
-      messageKey: 'message',
-      base: undefined,
-      timestamp: pino.stdTimeFunctions.isoTime,
-      formatters: { level: (label) => ({ level: label }) },
-    },
-    opts.destination,
-  );
+/** Creates the process logger: JSON lines with ztunnel's field conventions (see ./logger.ts). */
+export function createLogger(opts: { level?: string; destination?: Writable } = {}): Logger {
+  return new Logger({
+    level: opts.level ?? process.env.LOG_LEVEL ?? 'info',
+    ...(opts.destination !== undefined && { destination: opts.destination }),
+  });
 }
 
 export class AccessLog {

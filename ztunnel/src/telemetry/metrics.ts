@@ -2,7 +2,7 @@
 // ztunnel's Prometheus metrics (spec §7.1): the istio_tcp_* connection metrics with upstream's
 // traffic labels, in upstream's order, so existing dashboards and Kiali queries work unchanged.
 // Unknown values are rendered as "unknown"; principals are full spiffe:// URIs.
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry, registerProcessMetrics, type Counter, type Gauge } from './prometheus.ts';
 
 export const TRAFFIC_LABELS = [
   'reporter',
@@ -142,73 +142,62 @@ export class ZtunnelMetrics {
   readonly proxiesStopped: Counter;
 
   constructor(opts: { defaultMetrics?: boolean; version?: string } = {}) {
-    this.registry = new Registry();
-    const registers = [this.registry];
+    const r = (this.registry = new Registry());
     const labelNames = TRAFFIC_LABELS;
-    this.#opened = new Counter({
+    this.#opened = r.counter({
       name: 'istio_tcp_connections_opened_total',
       help: 'The total number of TCP connections opened',
       labelNames,
-      registers,
     });
-    this.#closed = new Counter({
+    this.#closed = r.counter({
       name: 'istio_tcp_connections_closed_total',
       help: 'The total number of TCP connections closed',
       labelNames,
-      registers,
     });
-    this.#failed = new Counter({
+    this.#failed = r.counter({
       name: 'istio_tcp_connections_failed_total',
       help: 'The total number of TCP connections that failed to establish (unstable)',
       labelNames,
-      registers,
     });
-    this.#received = new Counter({
+    this.#received = r.counter({
       name: 'istio_tcp_received_bytes_total',
       help: 'The size of total bytes received during request in case of a TCP connection',
       labelNames,
-      registers,
     });
-    this.#sent = new Counter({
+    this.#sent = r.counter({
       name: 'istio_tcp_sent_bytes_total',
       help: 'The size of total bytes sent during response in case of a TCP connection',
       labelNames,
-      registers,
     });
-    this.#socketsOpen = new Gauge({
+    this.#socketsOpen = r.gauge({
       name: 'istio_tcp_sockets_open',
       help: 'The current number of open TCP sockets (unstable)',
       labelNames: ['reporter'],
-      registers,
     });
-    const build = new Gauge({
+    const build = r.gauge({
       name: 'istio_build',
       help: 'Istio component build info',
       labelNames: ['component', 'tag'],
-      registers,
     });
     build.set({ component: 'ztunnel', tag: opts.version ?? '0.1.0' }, 1);
-    this.activeProxies = new Gauge({
+    this.activeProxies = r.gauge({
       name: 'workload_manager_active_proxy_count',
       help: 'The total number current workloads with active proxies',
-      registers,
     });
-    this.pendingProxies = new Gauge({
+    this.pendingProxies = r.gauge({
       name: 'workload_manager_pending_proxy_count',
       help: 'The total number current workloads with pending proxies',
-      registers,
     });
-    this.proxiesStarted = new Counter({
+    this.proxiesStarted = r.counter({
       name: 'workload_manager_proxies_started_total',
       help: 'The total number of proxies that were started',
-      registers,
     });
-    this.proxiesStopped = new Counter({
+    this.proxiesStopped = r.counter({
       name: 'workload_manager_proxies_stopped_total',
       help: 'The total number of proxies that were stopped',
-      registers,
     });
-    if (opts.defaultMetrics === true) collectDefaultMetrics({ register: this.registry });
+    // process_* gauges and counters, computed on scrape (no timers).
+    if (opts.defaultMetrics === true) registerProcessMetrics(r);
   }
 
   /** Records a connection's start; call the returned function exactly once when it ends. */
@@ -237,8 +226,8 @@ export class ZtunnelMetrics {
     this.connectionOpened(labels)({ flag, bytesFromClient: 0, bytesToClient: 0 });
   }
 
-  async render(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  render(): Promise<{ contentType: string; body: string }> {
+    return Promise.resolve({ contentType: this.registry.contentType, body: this.registry.metrics() });
   }
 }
 

@@ -6,6 +6,7 @@
 // gives the process a /sys of that netns, which the CNI reference plugins read.
 import { spawn } from 'node:child_process';
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
+import { spawnCollect } from '../../cni-plugin/src/redirect/exec.ts';
 
 export interface ExecResult {
   command: string;
@@ -27,10 +28,6 @@ export interface ExecOptions {
 
 const DEFAULT_TIMEOUT_MS = 20_000;
 
-function quote(a: string): string {
-  return /^[A-Za-z0-9_./:=@%+,-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
-}
-
 /** argv prefix that runs a command inside the named netns (or nothing for the current one). */
 export function netnsArgv(
   netnsName: string | undefined,
@@ -48,38 +45,10 @@ export function run(
   opts: ExecOptions = {},
 ): Promise<ExecResult> {
   const [file, argv] = netnsArgv(netnsName, cmd, args);
-  const command = [file, ...argv].map(quote).join(' ');
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, argv, {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, ...(opts.env ?? {}) },
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.stdin.on('error', () => undefined);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({
-        command,
-        code,
-        signal,
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-        timedOut,
-      });
-    });
-    child.stdin.end(opts.input ?? '');
+  return spawnCollect(file, argv, {
+    env: { ...process.env, ...(opts.env ?? {}) },
+    ...(opts.input !== undefined && { input: opts.input }),
+    timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
   });
 }
 

@@ -85,19 +85,33 @@ export function runCommand(
     file = requireBinary('nsenter', 'install util-linux');
     argv = [`--net=${opts.netnsPath}`, '--', cmd, ...args];
   }
+  return spawnCollect(file, argv, {
+    env: { ...process.env, LC_ALL: 'C' },
+    ...(opts.input !== undefined && { input: opts.input }),
+    timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+  });
+}
+
+/**
+ * Spawns `file argv`, writes `input` to its stdin, collects stdout and stderr, and kills it with
+ * SIGKILL after `timeoutMs`. Never rejects for a non-zero exit (callers decide); rejects only if
+ * the process cannot be started at all.
+ */
+export function spawnCollect(
+  file: string,
+  argv: readonly string[],
+  opts: { env: NodeJS.ProcessEnv; input?: string; timeoutMs: number },
+): Promise<CommandResult> {
   const command = [file, ...argv].map(quote).join(' ');
   return new Promise((resolve, reject) => {
-    const child = spawn(file, argv, {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, LC_ALL: 'C' },
-    });
+    const child = spawn(file, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill('SIGKILL');
-    }, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    }, opts.timeoutMs);
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     // EPIPE when the tool exits before reading stdin: its exit status tells the story.

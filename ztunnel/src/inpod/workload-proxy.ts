@@ -136,6 +136,8 @@ export class WorkloadProxy {
       outbound.on('connection', (s: net.Socket) => {
         track(s);
         s.on('error', () => undefined);
+        // A transparent proxy must not add Nagle delays the application did not ask for.
+        s.setNoDelay(true);
         handleOutbound({ ctx, sockets: this.#sockets, client, localWorkload, track }, s).catch(
           logError('outbound'),
         );
@@ -143,6 +145,7 @@ export class WorkloadProxy {
       plain.on('connection', (s: net.Socket) => {
         track(s);
         s.on('error', () => undefined);
+        s.setNoDelay(true);
         handleInboundPlaintext({ ctx, sockets: this.#sockets, localWorkload, track }, s).catch(
           logError('inbound plaintext'),
         );

@@ -115,8 +115,10 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
     socketFactory,
     ...(opts.proxyPorts && { ports: opts.proxyPorts }),
   });
+  // Readiness follows the pending count both ways (spec §7.4): any pending pod makes ztunnel not ready.
   workloads.on('pending', (n) => {
     if (n > 0) readiness.markPending('workload proxy manager');
+    else proxiesReady();
   });
 
   let shuttingDown: Promise<void> | undefined;
@@ -170,8 +172,5 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
     });
   }
   if (workloads.pendingCount === 0) proxiesReady();
-  workloads.on('pending', (n) => {
-    if (n === 0) proxiesReady();
-  });
   return { config: cfg, store, workloads, metrics, readiness, admin, logger, shutdown };
 }

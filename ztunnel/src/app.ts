@@ -2,7 +2,7 @@
 // Wiring of a ztunnel process: state (static config today, WDS later), certificates (a local CA
 // in static mode, the controller's CA service later), the in-pod workload manager, telemetry and
 // the admin/metrics/readiness endpoints. main.ts parses the environment and calls startZtunnel.
-import type { Logger } from './telemetry/logger.ts';
+import type { Logger } from '../../src/shared/telemetry/logger.ts';
 import { CertificateAuthority } from '../../src/shared/identity/ca.ts';
 import { CertificateManager, type CertificateSigner } from '../../src/shared/identity/cert-manager.ts';
 import { errorMessage } from '../../src/shared/errors.ts';

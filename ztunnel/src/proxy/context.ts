@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // What every in-pod proxy shares: the state store, the certificate manager, telemetry and the
 // HBONE settings. Built once in app.ts and handed to each WorkloadProxy.
-import type { Logger } from '../telemetry/logger.ts';
+import type { Logger } from '../../../src/shared/telemetry/logger.ts';
 import type { CertificateManager } from '../../../src/shared/identity/cert-manager.ts';
 import type { HboneSettings } from '../../../src/shared/hbone/settings.ts';
 import type { StateStore } from '../state/store.ts';

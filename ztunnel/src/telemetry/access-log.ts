@@ -3,7 +3,7 @@
 // with an `error` field) and "connection failed" (warn) for early refusals, with upstream's dotted
 // field names (src.addr, dst.hbone_addr, ...) so log pipelines built for ztunnel keep working.
 import type { Writable } from 'node:stream';
-import { Logger } from './logger.ts';
+import { Logger } from '../../../src/shared/telemetry/logger.ts';
 
 export interface AccessLogEntry {
   readonly direction: 'inbound' | 'outbound';
@@ -23,7 +23,7 @@ export interface AccessLogEntry {
   readonly error?: string | undefined;
 }
 
-/** Creates the process logger: JSON lines with ztunnel's field conventions (see ./logger.ts). */
+/** Creates the process logger: JSON lines with ztunnel's field conventions (see src/shared/telemetry/logger.ts). */
 export function createLogger(opts: { level?: string; destination?: Writable } = {}): Logger {
   return new Logger({
     level: opts.level ?? process.env.LOG_LEVEL ?? 'info',

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// ztunnel's structured logger: one JSON object per line, `{"level":"info","time":"<ISO>",
+// The structured logger of every component: one JSON object per line, `{"level":"info","time":"<ISO>",
 // ...bindings, ...fields, "message":"..."}`, the shape pino produced with our options, without
 // pino's ~9 MB of resident memory (worker-thread transports, redaction, serializer packages).
 //

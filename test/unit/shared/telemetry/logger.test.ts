@@ -3,7 +3,7 @@
 // following their parent), error and odd-value serialisation, and the drop-on-backpressure cap.
 import t from 'tap';
 import { Writable } from 'node:stream';
-import { Logger } from '../../../../ztunnel/src/telemetry/logger.ts';
+import { Logger } from '../../../../src/shared/telemetry/logger.ts';
 
 function sink(): { stream: Writable; lines: string[]; raw: () => string } {
   const chunks: string[] = [];

@@ -17,8 +17,24 @@ export interface ZtunnelConfig {
   readonly localXdsPath: string | undefined;
   /** Directory of the local CA used in static mode (LOCAL_CA_DIR); created if absent. */
   readonly localCaDir: string | undefined;
-  /** Static list of in-pod workloads with their netns paths (INPOD_WORKLOADS), until ZDS. */
+  /** Static list of in-pod workloads with their netns paths (INPOD_WORKLOADS): ZDS without an agent. */
   readonly inpodWorkloadsPath: string | undefined;
+  /** The node agent's ZDS socket (INPOD_UDS); pods arrive over ZDS (spec §2.6). */
+  readonly inpodUds: string | undefined;
+  /** The controller's WDS endpoint `host:port` (XDS_ADDRESS; an `https://` prefix is accepted). */
+  readonly xdsAddress: string | undefined;
+  /** The controller's CA endpoint (CA_ADDRESS; defaults to XDS_ADDRESS unless LOCAL_CA_DIR is set). */
+  readonly caAddress: string | undefined;
+  /** PEM root(s) the controller's serving certificate must chain to (XDS_ROOT_CA). */
+  readonly xdsRootCa: string | undefined;
+  /** SPIFFE ID the controller must present (XDS_IDENTITY; default spiffe://<td>/ns/istio-system/sa/istiod). */
+  readonly xdsIdentity: string;
+  /** Bearer token for WDS and CA calls: a file path (re-read on each use) or the token (AUTH_TOKEN). */
+  readonly authToken: string | undefined;
+  /** For the xDS node id `ztunnel~<ip>~<pod>.<ns>~<ns>.svc.cluster.local` (spec §3.1). */
+  readonly instanceIp: string;
+  readonly podName: string;
+  readonly podNamespace: string;
   readonly adminPort: number;
   readonly statsPort: number;
   readonly readinessPort: number;
@@ -86,6 +102,44 @@ function drainDeadline(env: Env): number {
 
 const LEVELS = new Set(['trace', 'debug', 'info', 'warn', 'error', 'fatal']);
 
+/** Exactly one source each for state, pods and certificates; the control plane needs its root. */
+function checkSources(cfg: ZtunnelConfig): void {
+  const fail = (msg: string): never => {
+    throw new ConfigError('ZT_ERR_CONFIG', msg);
+  };
+  if (cfg.localXdsPath !== undefined && cfg.xdsAddress !== undefined) {
+    fail('both LOCAL_XDS_PATH and XDS_ADDRESS are set: choose the static file or the controller');
+  }
+  if (cfg.localXdsPath === undefined && cfg.xdsAddress === undefined) {
+    fail(
+      'no configuration source: set XDS_ADDRESS to the controller (host:port) or LOCAL_XDS_PATH to a static config file',
+    );
+  }
+  if (cfg.inpodWorkloadsPath !== undefined && cfg.inpodUds !== undefined) {
+    fail(
+      'both INPOD_WORKLOADS and INPOD_UDS are set: pods come from the node agent (INPOD_UDS) or a static list',
+    );
+  }
+  if (cfg.localCaDir !== undefined && cfg.caAddress !== undefined) {
+    fail('both LOCAL_CA_DIR and CA_ADDRESS are set: certificates come from one CA');
+  }
+  if (cfg.localCaDir === undefined && cfg.caAddress === undefined) {
+    fail(
+      'no certificate source: set CA_ADDRESS (or XDS_ADDRESS) for the controller CA, or LOCAL_CA_DIR for a local CA',
+    );
+  }
+  if (cfg.xdsAddress !== undefined || cfg.caAddress !== undefined) {
+    if (cfg.xdsRootCa === undefined) {
+      fail('XDS_ROOT_CA is required with the controller: the PEM root its serving certificate chains to');
+    }
+    if (cfg.authToken === undefined) {
+      fail(
+        'AUTH_TOKEN is required with the controller: a token file (or the token) that authenticates this node',
+      );
+    }
+  }
+}
+
 export function loadConfig(env: Env = process.env): ZtunnelConfig {
   const nodeName = opt(env, 'NODE_NAME');
   if (nodeName === undefined) {
@@ -109,6 +163,22 @@ export function loadConfig(env: Env = process.env): ZtunnelConfig {
     localXdsPath: opt(env, 'LOCAL_XDS_PATH'),
     localCaDir: opt(env, 'LOCAL_CA_DIR'),
     inpodWorkloadsPath: opt(env, 'INPOD_WORKLOADS'),
+    inpodUds: opt(env, 'INPOD_UDS'),
+    xdsAddress: opt(env, 'XDS_ADDRESS')?.replace(/^https?:\/\//, ''),
+    // The CA service defaults to the controller's address unless a local CA is configured.
+    caAddress: (
+      opt(env, 'CA_ADDRESS') ?? (opt(env, 'LOCAL_CA_DIR') === undefined ? opt(env, 'XDS_ADDRESS') : undefined)
+    )?.replace(/^https?:\/\//, ''),
+    xdsRootCa: opt(env, 'XDS_ROOT_CA'),
+    xdsIdentity: str(
+      env,
+      'XDS_IDENTITY',
+      `spiffe://${str(env, 'TRUST_DOMAIN', 'cluster.local')}/ns/istio-system/sa/istiod`,
+    ),
+    authToken: opt(env, 'AUTH_TOKEN'),
+    instanceIp: str(env, 'INSTANCE_IP', '0.0.0.0'),
+    podName: str(env, 'POD_NAME', `ztunnel-${nodeName}`),
+    podNamespace: str(env, 'POD_NAMESPACE', 'istio-system'),
     adminPort: req(int(env, 'ADMIN_PORT', 15000, 0, 65535), 'ADMIN_PORT'),
     statsPort: req(int(env, 'STATS_PORT', 15020, 0, 65535), 'STATS_PORT'),
     readinessPort: req(int(env, 'READINESS_PORT', 15021, 0, 65535), 'READINESS_PORT'),
@@ -124,11 +194,6 @@ export function loadConfig(env: Env = process.env): ZtunnelConfig {
       poolMaxStreamsPerConnection: int(env, 'POOL_MAX_STREAMS_PER_CONNECTION', undefined, 1, 10_000),
     },
   };
-  if (cfg.localXdsPath === undefined) {
-    throw new ConfigError(
-      'ZT_ERR_CONFIG',
-      'no configuration source: set LOCAL_XDS_PATH to a static config file (WDS from the controller comes with the control plane)',
-    );
-  }
+  checkSources(cfg);
   return Object.freeze(cfg);
 }

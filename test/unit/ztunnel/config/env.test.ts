@@ -2,7 +2,11 @@
 import t from 'tap';
 import { loadConfig } from '../../../../ztunnel/src/config/env.ts';
 
-const base = { NODE_NAME: 'node-1', LOCAL_XDS_PATH: '/etc/ztunnel/local.yaml' };
+const base = {
+  NODE_NAME: 'node-1',
+  LOCAL_XDS_PATH: '/etc/ztunnel/local.yaml',
+  LOCAL_CA_DIR: '/var/lib/ztunnel/ca',
+};
 
 t.test('defaults match upstream', async (t) => {
   const c = loadConfig(base);
@@ -29,7 +33,7 @@ t.test('drain deadline follows the termination grace period rule', async (t) => 
 
 t.test('bad values name the variable, the value and what is expected', async (t) => {
   t.throws(() => loadConfig({ LOCAL_XDS_PATH: 'x' }), /missing env var NODE_NAME/);
-  t.throws(() => loadConfig({ NODE_NAME: 'n' }), /no configuration source: set LOCAL_XDS_PATH/);
+  t.throws(() => loadConfig({ NODE_NAME: 'n' }), /no configuration source: set XDS_ADDRESS/);
   t.throws(
     () => loadConfig({ ...base, ADMIN_PORT: 'abc' }),
     /invalid env var ADMIN_PORT=abc \(expected an integer\)/,
@@ -40,4 +44,35 @@ t.test('bad values name the variable, the value and what is expected', async (t)
   );
   t.throws(() => loadConfig({ ...base, LOG_LEVEL: 'loud' }), /invalid env var LOG_LEVEL=loud/);
   t.equal(loadConfig({ ...base, INPOD_MARK: '0x539' }).inpodMark, 1337);
+});
+
+t.test('control-plane mode: one source each, and the controller needs its root and a token', async (t) => {
+  const cp = {
+    NODE_NAME: 'n',
+    XDS_ADDRESS: 'https://198.18.255.254:15012',
+    XDS_ROOT_CA: '/r.pem',
+    AUTH_TOKEN: '/t',
+  };
+  const c = loadConfig(cp);
+  t.equal(c.xdsAddress, '198.18.255.254:15012', 'scheme stripped');
+  t.equal(c.caAddress, '198.18.255.254:15012', 'the CA defaults to the controller');
+  t.equal(c.xdsIdentity, 'spiffe://cluster.local/ns/istio-system/sa/istiod');
+  t.equal(loadConfig({ ...cp, CA_ADDRESS: '198.18.255.253:15012' }).caAddress, '198.18.255.253:15012');
+  t.equal(
+    loadConfig({ ...cp, LOCAL_CA_DIR: '/ca' }).caAddress,
+    undefined,
+    'a local CA replaces the CA service',
+  );
+  t.throws(() => loadConfig({ ...cp, LOCAL_XDS_PATH: '/x' }), /both LOCAL_XDS_PATH and XDS_ADDRESS/);
+  t.throws(
+    () => loadConfig({ ...cp, LOCAL_CA_DIR: '/ca', CA_ADDRESS: 'h:1' }),
+    /both LOCAL_CA_DIR and CA_ADDRESS/,
+  );
+  t.throws(() => loadConfig({ ...cp, XDS_ROOT_CA: '' }), /XDS_ROOT_CA is required/);
+  t.throws(() => loadConfig({ ...cp, AUTH_TOKEN: '' }), /AUTH_TOKEN is required/);
+  t.throws(
+    () => loadConfig({ ...cp, INPOD_UDS: '/u', INPOD_WORKLOADS: '/w' }),
+    /both INPOD_WORKLOADS and INPOD_UDS/,
+  );
+  t.throws(() => loadConfig({ NODE_NAME: 'n', LOCAL_XDS_PATH: '/x' }), /no certificate source/);
 });

@@ -1,0 +1,521 @@
+// SPDX-License-Identifier: Apache-2.0
+// The node agent (spec ambient-protocols §2.1 steps 2–5): decides which pods on this node are in
+// the mesh, installs the in-pod redirection inside their network namespaces, hands each pod to
+// ztunnel over ZDS and marks it with the `ambient.istio.io/redirection` annotation.
+//
+// Pods arrive two ways: a CNI ADD forwarded by our chained plugin (new sandboxes; the answer
+// decides whether the sandbox may start, so every failure before the rules are in place fails
+// the ADD) and the cluster view's pod/namespace events (label changes on running pods, deletions).
+// Both paths meet in one per-pod serialized state machine:
+//
+//   not enrolled ──enrol──▶ rules installed ──ZDS ack──▶ enabled
+//                               │    ▲ ZDS nack/no ztunnel: pending (traffic held: the rules
+//                               │    └─ retried every 5 s     redirect to ports nobody serves)
+//                               └──un-enrol: ZDS Del to every ztunnel → rules removed → annotation removed
+//
+// The registry (pod-registry.ts) survives restarts: at start the agent re-opens the namespaces
+// of pods it knew, re-applies rules (idempotent), forgets pods deleted meanwhile, and only then
+// serves the ZDS snapshot, so a restarted agent never tells ztunnel to drop a running pod.
+import { existsSync } from 'node:fs';
+import { EventEmitter } from 'eventemitter3';
+import type { V1Namespace, V1Pod } from '@kubernetes/client-node';
+import { MeshError, errorMessage } from '../../../src/shared/errors.ts';
+import { closeFd, netnsInode, openNetns } from '../../../src/shared/native/index.ts';
+import type { Logger } from '../../../src/shared/telemetry/logger.ts';
+import type { ClusterView } from './cluster-view.ts';
+import {
+  REDIRECTION_ANNOTATION,
+  decideEnrolment,
+  needsNamespace,
+  type EnrolmentPolicy,
+} from './enrolment.ts';
+import type { PodRecord, PodRegistry } from './pod-registry.ts';
+
+/** What the CNI plugin tells us about a new sandbox. */
+export interface SandboxEvent {
+  readonly podNamespace: string;
+  readonly podName: string;
+  /** K8S_POD_UID when the runtime passes it. */
+  readonly podUid?: string | undefined;
+  readonly netns: string;
+}
+
+export interface WorkloadInfo {
+  readonly name: string;
+  readonly namespace: string;
+  readonly serviceAccount: string;
+}
+
+/** The agent's side of ZDS (zds-server.ts). */
+export interface ZdsPort {
+  /** Resolves when the newest ztunnel acked; rejects on NACK, timeout or no ztunnel. */
+  addWorkload(uid: string, info: WorkloadInfo, netnsFd: number): Promise<void>;
+  /** Sent to every connected ztunnel. */
+  delWorkload(uid: string): Promise<void>;
+}
+
+/** One entry of the ZDS snapshot: Add with the fd when we hold it, Keep otherwise. */
+export interface SnapshotEntry {
+  readonly uid: string;
+  readonly info: WorkloadInfo;
+  readonly netnsFd?: number;
+}
+
+/** Installs/removes the in-pod rules (redirect/apply.ts in production). */
+export interface Redirector {
+  apply(netnsPath: string, pod: V1Pod): Promise<void>;
+  remove(netnsPath: string): Promise<void>;
+}
+
+export class EnrolmentError extends MeshError {}
+
+export interface NodeAgentOptions {
+  readonly nodeName: string;
+  readonly view: ClusterView;
+  readonly registry: PodRegistry;
+  readonly zds: ZdsPort;
+  readonly redirector: Redirector;
+  readonly policy: EnrolmentPolicy;
+  readonly logger: Logger;
+  /** How often pending pods are offered to ztunnel again (default 5 s, like upstream). */
+  readonly pendingRetryMs?: number;
+  /** How long a CNI ADD waits for the pod to appear in the source (default 5 s). */
+  readonly podLookupMs?: number;
+}
+
+export interface NodeAgentEvents {
+  /** A pod's state changed (tests and logs follow it). */
+  state: (uid: string, state: PodState) => void;
+}
+
+export type PodState = 'enabled' | 'pending' | 'removed';
+
+interface Held {
+  readonly fd: number;
+  readonly inode: string;
+  state: 'enabled' | 'pending';
+  info: WorkloadInfo;
+  /** Whether we have offered it to ztunnel since holding it (quiets repeated retry warnings). */
+  offered: boolean;
+}
+
+export class NodeAgent extends EventEmitter<NodeAgentEvents> {
+  readonly #o: NodeAgentOptions;
+  readonly #log: Logger;
+  /** Pods whose rules are installed, with the netns fd we hold for ZDS. */
+  readonly #held = new Map<string, Held>();
+  /** Per-pod serialization: every change to one pod runs after the previous one. */
+  readonly #locks = new Map<string, Promise<unknown>>();
+  #retryTimer: NodeJS.Timeout | undefined;
+  #started = false;
+  #stopped = false;
+
+  constructor(opts: NodeAgentOptions) {
+    super();
+    this.#o = opts;
+    this.#log = opts.logger.child({ scope: 'agent' });
+  }
+
+  /** Lists the cluster, reconciles the registry against it, then follows changes. */
+  async start(): Promise<void> {
+    const v = this.#o.view;
+    v.on('warning', (m) => this.#log.warn({ source: 'view' }, m));
+    await v.start();
+    await this.#reconcile();
+    v.on('pod', (pod) => this.#onPod(pod));
+    v.on('podDeleted', (pod) => this.#onPodDeleted(pod));
+    v.on('namespace', (ns) => this.#onNamespace(ns));
+    this.#retryTimer = setInterval(() => this.#retryPending(), this.#o.pendingRetryMs ?? 5000);
+    this.#retryTimer.unref();
+    this.#started = true;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#retryTimer) clearInterval(this.#retryTimer);
+    await Promise.allSettled([...this.#locks.values()]);
+    await this.#o.view.stop();
+    // The fds go with the process; rules stay (pods keep being redirected: fail closed) and the
+    // next agent re-opens the namespaces from the registry.
+    for (const h of this.#held.values()) closeFd(h.fd);
+    this.#held.clear();
+  }
+
+  /** For the ZDS snapshot: every pod whose rules are installed. */
+  snapshot(): SnapshotEntry[] {
+    return [...this.#held.entries()].map(([uid, h]) => ({ uid, info: h.info, netnsFd: h.fd }));
+  }
+
+  /** uid → state, for status endpoints and tests. */
+  states(): Map<string, 'enabled' | 'pending'> {
+    return new Map([...this.#held.entries()].map(([uid, h]) => [uid, h.state]));
+  }
+
+  /**
+   * CNI ADD: decide, and for a mesh pod install the rules and hand it to ztunnel. Resolves with
+   * whether the pod was enrolled; rejects (the ADD fails, the sandbox is not created) when the
+   * pod cannot be looked up, its netns is gone, or the rules cannot be installed.
+   */
+  async handleAdd(ev: SandboxEvent): Promise<{ enrolled: boolean; reason: string }> {
+    if (!this.#started || this.#stopped) {
+      throw new EnrolmentError(
+        'CNI_ERR_AGENT_NOT_READY',
+        'the node agent is starting or stopping; the runtime retries the sandbox',
+      );
+    }
+    const pod = await this.#lookupPod(ev.podNamespace, ev.podName);
+    const uid = pod.metadata?.uid;
+    if (uid === undefined || uid === '') {
+      throw new EnrolmentError(
+        'CNI_ERR_POD_UNKNOWN',
+        `pod ${ev.podNamespace}/${ev.podName} has no metadata.uid`,
+      );
+    }
+    if (ev.podUid !== undefined && ev.podUid !== '' && ev.podUid !== uid) {
+      throw new EnrolmentError(
+        'CNI_ERR_STALE_SANDBOX',
+        `CNI ADD names pod uid ${ev.podUid} but ${ev.podNamespace}/${ev.podName} is ${uid}: the sandbox belongs to a deleted pod`,
+      );
+    }
+    const node = pod.spec?.nodeName;
+    if (node !== undefined && node !== '' && node !== this.#o.nodeName) {
+      throw new EnrolmentError(
+        'CNI_ERR_WRONG_NODE',
+        `pod ${ev.podNamespace}/${ev.podName} is scheduled on ${node}, not on this node (${this.#o.nodeName})`,
+      );
+    }
+    const ns = await this.#lookupNamespace(ev.podNamespace, pod);
+    const decision = decideEnrolment(pod, ns, this.#o.policy);
+    return this.#serialize(uid, async () => {
+      if (!decision.enrol) {
+        // Remember the sandbox anyway: a later label change can enrol the running pod.
+        await this.#remember(pod, uid, ev.netns, false);
+        this.#log.info({ pod: podName(pod), uid }, `not enrolled: ${decision.reason}`);
+        return { enrolled: false, reason: decision.reason };
+      }
+      await this.#enrol(pod, uid, ev.netns);
+      this.#log.info({ pod: podName(pod), uid, netns: ev.netns }, `enrolled: ${decision.reason}`);
+      return { enrolled: true, reason: decision.reason };
+    });
+  }
+
+  // ---- enrol / un-enrol ----
+
+  /**
+   * Rules first (failure: nothing recorded, error out), then ZDS (failure: pending). At start-up
+   * (`offer` false) the pod is only held: ztunnel receives it in the ZDS snapshot, and the
+   * annotation stays as it was instead of flapping to pending while no ztunnel is connected.
+   */
+  async #enrol(pod: V1Pod, uid: string, netnsPath: string, offer = true): Promise<void> {
+    const existing = this.#held.get(uid);
+    if (existing !== undefined) {
+      // A second ADD for the same pod (runtime retry): same netns → nothing to do.
+      if (sameNetns(netnsPath, existing.inode)) return;
+      await this.#unenrol(pod, uid, 'sandbox replaced');
+    }
+    let fd: number;
+    try {
+      fd = openNetns(netnsPath);
+    } catch (e) {
+      throw new EnrolmentError(
+        'CNI_ERR_NETNS_GONE',
+        `the network namespace ${netnsPath} of pod ${podName(pod)} is gone (${errorMessage(e)}); the sandbox was removed before it could be enrolled`,
+        { cause: e },
+      );
+    }
+    const inode = String(netnsInode(fd));
+    try {
+      // Through our own fd, so the rules land in the namespace we checked even if the path is
+      // unmounted and reused meanwhile.
+      await this.#o.redirector.apply(fdPath(fd), pod);
+    } catch (e) {
+      closeFd(fd);
+      throw new EnrolmentError(
+        'CNI_ERR_REDIRECT',
+        `installing redirection for pod ${podName(pod)}: ${errorMessage(e)}`,
+        {
+          cause: e,
+        },
+      );
+    }
+    const annotated = pod.metadata?.annotations?.[REDIRECTION_ANNOTATION];
+    const held: Held = {
+      fd,
+      inode,
+      state: !offer && annotated === 'enabled' ? 'enabled' : 'pending',
+      info: workloadInfo(pod),
+      offered: false,
+    };
+    this.#held.set(uid, held);
+    await this.#o.registry.set(record(pod, uid, netnsPath, inode, true));
+    if (offer) await this.#offer(pod, uid, held);
+  }
+
+  /** Hands the pod to ztunnel and sets the annotation accordingly. */
+  async #offer(pod: V1Pod, uid: string, held: Held): Promise<void> {
+    let state: 'enabled' | 'pending';
+    const first = !held.offered;
+    held.offered = true;
+    try {
+      await this.#o.zds.addWorkload(uid, held.info, held.fd);
+      state = 'enabled';
+    } catch (e) {
+      state = 'pending';
+      const msg = `ztunnel has not taken the pod yet: ${errorMessage(e)}; retrying`;
+      if (!first) this.#log.debug({ pod: podName(pod), uid }, msg);
+      else this.#log.warn({ pod: podName(pod), uid }, msg);
+    }
+    const changed = held.state !== state;
+    held.state = state;
+    await this.#annotate(pod, state);
+    if (changed || state === 'enabled') this.emit('state', uid, state);
+  }
+
+  async #unenrol(pod: V1Pod, uid: string, why: string): Promise<void> {
+    const held = this.#held.get(uid);
+    const rec = this.#o.registry.get(uid);
+    // Order of spec §2.1 step 5: ztunnel lets go first, then the rules go, then the annotation.
+    try {
+      await this.#o.zds.delWorkload(uid);
+    } catch (e) {
+      this.#log.warn(
+        { pod: podName(pod), uid },
+        `telling ztunnel to drop the pod failed: ${errorMessage(e)}`,
+      );
+    }
+    if (held !== undefined) {
+      try {
+        await this.#o.redirector.remove(fdPath(held.fd));
+      } catch (e) {
+        this.#log.error({ pod: podName(pod), uid }, `removing redirection failed: ${errorMessage(e)}`);
+      }
+      closeFd(held.fd);
+      this.#held.delete(uid);
+    } else if (rec?.enrolled === true && sameNetns(rec.netnsPath, rec.netnsInode)) {
+      await this.#o.redirector.remove(rec.netnsPath).catch((e: unknown) => {
+        this.#log.error({ pod: podName(pod), uid }, `removing redirection failed: ${errorMessage(e)}`);
+      });
+    }
+    if (rec !== undefined) await this.#o.registry.set({ ...rec, enrolled: false });
+    await this.#annotate(pod, null);
+    this.#log.info({ pod: podName(pod), uid }, `un-enrolled: ${why}`);
+    this.emit('state', uid, 'removed');
+  }
+
+  async #annotate(pod: V1Pod, value: 'enabled' | 'pending' | null): Promise<void> {
+    if ((pod.metadata?.annotations?.[REDIRECTION_ANNOTATION] ?? null) === value) return;
+    try {
+      await this.#o.view.annotatePod(pod, { [REDIRECTION_ANNOTATION]: value });
+    } catch (e) {
+      // The annotation informs the controller; it never gates traffic. Retried on the next change.
+      this.#log.warn(
+        { pod: podName(pod) },
+        `annotating ${REDIRECTION_ANNOTATION}=${String(value)} failed: ${errorMessage(e)}`,
+      );
+    }
+  }
+
+  // ---- events from the cluster view ----
+
+  #onPod(pod: V1Pod): void {
+    const uid = pod.metadata?.uid;
+    if (uid === undefined) return;
+    void this.#serialize(uid, () => this.#converge(pod, uid)).catch((e: unknown) =>
+      this.#log.error({ pod: podName(pod), uid }, errorMessage(e)),
+    );
+  }
+
+  #onNamespace(ns: V1Namespace): void {
+    for (const pod of this.#o.view.pods()) {
+      if (pod.metadata?.namespace === ns.metadata?.name) this.#onPod(pod);
+    }
+  }
+
+  #onPodDeleted(pod: V1Pod): void {
+    const uid = pod.metadata?.uid;
+    if (uid === undefined) return;
+    void this.#serialize(uid, async () => {
+      if (this.#held.has(uid)) await this.#unenrol(pod, uid, 'pod deleted');
+      else await this.#o.zds.delWorkload(uid).catch(() => undefined);
+      await this.#o.registry.delete(uid);
+    }).catch((e: unknown) => this.#log.error({ pod: podName(pod), uid }, errorMessage(e)));
+  }
+
+  /** Brings one running pod to what its labels ask for. */
+  async #converge(pod: V1Pod, uid: string, offer = true): Promise<void> {
+    if (this.#stopped) return;
+    const ns = this.#o.view.namespace(pod.metadata?.namespace ?? 'default');
+    if (needsNamespace(pod, ns, this.#o.policy)) return; // wait for the namespace event
+    const want = decideEnrolment(pod, ns, this.#o.policy);
+    const held = this.#held.get(uid);
+    if (want.enrol && held === undefined) {
+      const netns = this.#netnsOf(uid);
+      if (netns === undefined) {
+        // Sandboxes are enrolled at CNI ADD; a pod we never saw an ADD for is one still being
+        // created (its ADD is on the way) or one from before the agent was installed.
+        this.#log.debug({ pod: podName(pod), uid }, 'should be enrolled; waiting for its CNI ADD');
+        return;
+      }
+      await this.#enrol(pod, uid, netns, offer);
+      this.#log.info({ pod: podName(pod), uid }, `enrolled running pod: ${want.reason}`);
+    } else if (!want.enrol && held !== undefined) {
+      await this.#unenrol(pod, uid, want.reason);
+    } else if (held !== undefined) {
+      held.info = workloadInfo(pod);
+      // Keep the annotation true (someone may have removed it).
+      await this.#annotate(pod, held.state);
+    }
+  }
+
+  /** The pod's netns path, if we know it and it is still the same namespace. */
+  #netnsOf(uid: string): string | undefined {
+    const rec = this.#o.registry.get(uid);
+    if (rec === undefined) return undefined;
+    return sameNetns(rec.netnsPath, rec.netnsInode) ? rec.netnsPath : undefined;
+  }
+
+  /** Start-up: re-open what the registry knows, drop what is gone, converge every pod. */
+  async #reconcile(): Promise<void> {
+    const live = new Map<string, V1Pod>();
+    for (const pod of this.#o.view.pods()) {
+      const uid = pod.metadata?.uid;
+      if (uid !== undefined) live.set(uid, pod);
+    }
+    for (const rec of this.#o.registry.all()) {
+      const pod = live.get(rec.uid);
+      const netnsAlive = sameNetns(rec.netnsPath, rec.netnsInode);
+      if (pod === undefined || !netnsAlive) {
+        // Deleted while we were away: rules (if the netns still exists) and memory go.
+        if (rec.enrolled && netnsAlive) {
+          await this.#o.redirector
+            .remove(rec.netnsPath)
+            .catch((e: unknown) =>
+              this.#log.warn({ uid: rec.uid }, `removing stale redirection failed: ${errorMessage(e)}`),
+            );
+        }
+        await this.#o.registry.delete(rec.uid);
+        this.#log.info(
+          { pod: `${rec.namespace}/${rec.name}`, uid: rec.uid },
+          'forgot a pod deleted while the agent was down',
+        );
+      }
+    }
+    for (const [uid, pod] of live) {
+      await this.#serialize(uid, () => this.#converge(pod, uid, false)).catch((e: unknown) =>
+        this.#log.error({ pod: podName(pod), uid }, `reconcile: ${errorMessage(e)}`),
+      );
+    }
+  }
+
+  #retryPending(): void {
+    for (const [uid, held] of this.#held) {
+      if (held.state !== 'pending') continue;
+      const pod = [...this.#o.view.pods()].find((p) => p.metadata?.uid === uid);
+      if (pod === undefined) continue;
+      void this.#serialize(uid, async () => {
+        const h = this.#held.get(uid);
+        if (h?.state === 'pending') await this.#offer(pod, uid, h);
+      });
+    }
+  }
+
+  // ---- helpers ----
+
+  async #remember(pod: V1Pod, uid: string, netnsPath: string, enrolled: boolean): Promise<void> {
+    let inode: string;
+    try {
+      const fd = openNetns(netnsPath);
+      inode = String(netnsInode(fd));
+      closeFd(fd);
+    } catch (e) {
+      throw new EnrolmentError(
+        'CNI_ERR_NETNS_GONE',
+        `the network namespace ${netnsPath} of pod ${podName(pod)} is gone (${errorMessage(e)})`,
+        {
+          cause: e,
+        },
+      );
+    }
+    await this.#o.registry.set(record(pod, uid, netnsPath, inode, enrolled));
+  }
+
+  async #lookupPod(namespace: string, name: string): Promise<V1Pod> {
+    const deadline = Date.now() + (this.#o.podLookupMs ?? 5000);
+    for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+      const pod = await this.#o.view.getPod(namespace, name);
+      if (pod !== undefined) return pod;
+      if (Date.now() >= deadline) {
+        throw new EnrolmentError(
+          'CNI_ERR_POD_UNKNOWN',
+          `pod ${namespace}/${name} is not known to the cluster; cannot decide its enrolment`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  async #lookupNamespace(name: string, pod: V1Pod): Promise<V1Namespace | undefined> {
+    const ns = this.#o.view.namespace(name) ?? (await this.#o.view.getNamespace(name));
+    if (needsNamespace(pod, ns, this.#o.policy)) {
+      throw new EnrolmentError(
+        'CNI_ERR_NAMESPACE_UNKNOWN',
+        `namespace ${name} is not known to the cluster; cannot decide the enrolment of ${podName(pod)}`,
+      );
+    }
+    return ns;
+  }
+
+  #serialize<T>(uid: string, f: () => Promise<T>): Promise<T> {
+    const prev = this.#locks.get(uid) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(f);
+    const tail = next.catch(() => undefined);
+    this.#locks.set(uid, tail);
+    void tail.then(() => {
+      if (this.#locks.get(uid) === tail) this.#locks.delete(uid);
+    });
+    return next;
+  }
+}
+
+function podName(pod: V1Pod): string {
+  return `${pod.metadata?.namespace ?? 'default'}/${pod.metadata?.name ?? '?'}`;
+}
+
+function workloadInfo(pod: V1Pod): WorkloadInfo {
+  return {
+    name: pod.metadata?.name ?? '',
+    namespace: pod.metadata?.namespace ?? 'default',
+    serviceAccount: pod.spec?.serviceAccountName ?? 'default',
+  };
+}
+
+function record(pod: V1Pod, uid: string, netnsPath: string, inode: string, enrolled: boolean): PodRecord {
+  return {
+    uid,
+    namespace: pod.metadata?.namespace ?? 'default',
+    name: pod.metadata?.name ?? '',
+    netnsPath,
+    netnsInode: inode,
+    enrolled,
+  };
+}
+
+/** A path to our own fd, usable by child processes (nsenter) while we hold it. */
+function fdPath(fd: number): string {
+  return `/proc/${process.pid}/fd/${fd}`;
+}
+
+/** True when `path` still is the namespace with `inode` (not gone, not recycled). */
+function sameNetns(path: string, inode: string): boolean {
+  if (!existsSync(path)) return false;
+  try {
+    const fd = openNetns(path);
+    try {
+      return String(netnsInode(fd)) === inode;
+    } finally {
+      closeFd(fd);
+    }
+  } catch {
+    return false;
+  }
+}

@@ -50,19 +50,24 @@ class Sink {
   readonly #out: Writable;
   readonly #max: number;
   #broken = false;
+  #watching = false;
 
   constructor(out: Writable, max: number) {
     this.#out = out;
     this.#max = max;
-    // A destination that fails (EPIPE when the log reader went away) must not take the proxy
-    // down with an unhandled 'error' event: logging stops, traffic does not.
-    out.on('error', () => {
-      this.#broken = true;
-    });
   }
 
   write(line: string): void {
     if (this.#broken) return;
+    if (!this.#watching) {
+      // A destination that fails (EPIPE when the log reader went away) must not take the proxy
+      // down with an unhandled 'error' event: logging stops, traffic does not. Attached on the
+      // first line, so a logger that never writes (level silent) leaves the stream alone.
+      this.#watching = true;
+      this.#out.on('error', () => {
+        this.#broken = true;
+      });
+    }
     if (this.#out.writableLength > this.#max) {
       this.dropped++;
       return;

@@ -26,8 +26,14 @@ export default tseslint.config(
       '@typescript-eslint/no-confusing-void-expression': 'off',
       '@typescript-eslint/no-unnecessary-condition': ['error', { allowConstantLoopConditions: true }],
       // @kubernetes/client-node declares its API models (V1Pod, …) as field-only classes, while
-      // the API and our manifest reader produce plain JSON objects of those shapes.
+      // the API and our manifest reader produce plain JSON objects of those shapes, which we
+      // copy with spreads.
       '@typescript-eslint/no-unsafe-class-instance-assignment': 'off',
+      '@typescript-eslint/no-misused-spread': 'off',
+            },
+          ],
+        },
+      ],
     },
   },
   {

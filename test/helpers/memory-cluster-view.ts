@@ -37,12 +37,12 @@ export class MemoryClusterView extends EventEmitter<ClusterViewEvents> implement
     this.annotations.push({ pod: key, annotations: { ...annotations } });
     const cur = this.podsByKey.get(key);
     if (cur === undefined) return;
-    const next: Record<string, string> = { ...(cur.metadata?.annotations ?? {}) };
+    const next = new Map(Object.entries(cur.metadata?.annotations ?? {}));
     for (const [k, v] of Object.entries(annotations)) {
-      if (v === null) delete next[k];
-      else next[k] = v;
+      if (v === null) next.delete(k);
+      else next.set(k, v);
     }
-    this.setPod({ ...cur, metadata: { ...cur.metadata, annotations: next } });
+    this.setPod({ ...cur, metadata: { ...cur.metadata, annotations: Object.fromEntries(next) } });
   }
 
   setPod(pod: V1Pod): void {

@@ -30,10 +30,6 @@ export default tseslint.config(
       // copy with spreads.
       '@typescript-eslint/no-unsafe-class-instance-assignment': 'off',
       '@typescript-eslint/no-misused-spread': 'off',
-            },
-          ],
-        },
-      ],
     },
   },
   {

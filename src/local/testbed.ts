@@ -17,7 +17,7 @@
 // Veth pairs are created directly inside the fabric netns with the peer placed in the node
 // netns, so no interface ever exists in the root netns, not even briefly.
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MeshError, errorMessage } from '../shared/errors.ts';
 import { cniAdd, cniDel, findCniBinDir, CNI_VERSION } from './cni-runtime.ts';
@@ -55,8 +55,10 @@ export interface TestbedNode extends NetnsHandle {
   podCidr: string;
   /** 198.18.index.1: cni0's address, the pods' default gateway. */
   gateway: string;
-  /** The conflist used for this node's pods (extra plugins included). */
+  /** The conflist this node's pods get (extra plugins included); with `nodeCni`, as written at creation. */
   conflist: CniConflist;
+  /** With `nodeCni`: the node's CNI config and plugin directories. */
+  cni?: NodeCniDirs;
 }
 
 export interface Pod extends NetnsHandle {
@@ -70,6 +72,12 @@ export interface Pod extends NetnsHandle {
   cniResult: CniResult;
 }
 
+/** Where a node keeps its CNI configuration and plugin binaries (like /etc/cni/net.d, /opt/cni/bin). */
+export interface NodeCniDirs {
+  confDir: string;
+  binDir: string;
+}
+
 export interface TestbedOptions {
   /** Unique name prefix (lower-case alphanumerics, 3–12 chars). Default amb<pid><counter>. */
   prefix?: string;
@@ -81,6 +89,13 @@ export interface TestbedOptions {
   extraPlugins?: (node: { index: number; netnsName: string }) => CniPluginConf[];
   /** Directories searched for plugin binaries before the reference plugin directory. */
   extraCniPath?: string[];
+  /**
+   * Give each node real CNI directories, as a kubelet host has: the node's conflist is written to
+   * `confDir` at creation and read back from there (the lexicographically first `*.conflist`) on
+   * every pod ADD and DEL, and `binDir` is searched first for plugins. Whatever an installer
+   * changes there (our node agent chaining its plugin) applies to the next pod, as on a real node.
+   */
+  nodeCni?: (node: { index: number; netnsName: string }) => NodeCniDirs;
 }
 
 export interface AddPodOptions {
@@ -89,6 +104,8 @@ export interface AddPodOptions {
   namespace?: string;
   /** Extra CNI_ARGS. */
   cniArgs?: Record<string, string>;
+  /** The Kubernetes pod UID, passed as K8S_POD_UID like containerd does. */
+  uid?: string;
 }
 
 export interface Testbed {
@@ -240,6 +257,29 @@ class Handle implements NetnsHandle {
   }
 }
 
+/** The conflist a runtime would use now: the node's file when it has CNI dirs, else the fixed one. */
+function currentConflist(node: TestbedNode): CniConflist {
+  if (node.cni === undefined) return node.conflist;
+  const files = readdirSync(node.cni.confDir)
+    .filter((f) => f.endsWith('.conflist'))
+    .sort();
+  const first = files[0];
+  if (first === undefined) {
+    throw new MeshError(
+      'TESTBED_ERR_CNI',
+      `no *.conflist in ${node.cni.confDir}: the node has no network config`,
+    );
+  }
+  const path = join(node.cni.confDir, first);
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as CniConflist;
+  } catch (e) {
+    throw new MeshError('TESTBED_ERR_CNI', `${path} is not a readable conflist: ${errorMessage(e)}`, {
+      cause: e,
+    });
+  }
+}
+
 function nodeConflist(
   prefix: string,
   index: number,
@@ -317,7 +357,7 @@ export async function createTestbed(opts: TestbedOptions): Promise<Testbed> {
     await Promise.all([...children].map((c) => killAndWait(c)));
     for (const pod of [...pods].reverse()) {
       try {
-        await cniDel(pod.node.conflist, podRuntime(pod), pod.cniResult);
+        await cniDel(currentConflist(pod.node), podRuntime(pod), pod.cniResult);
       } catch (e) {
         failures.push(e instanceof Error ? e.message : String(e));
       }
@@ -351,7 +391,7 @@ export async function createTestbed(opts: TestbedOptions): Promise<Testbed> {
       K8S_POD_NAME: pod.name,
       K8S_POD_INFRA_CONTAINER_ID: pod.containerId,
     },
-    cniPath,
+    cniPath: pod.node.cni ? [pod.node.cni.binDir, ...cniPath] : cniPath,
     runInNetns: pod.node.netnsName,
   });
 
@@ -402,8 +442,18 @@ export async function createTestbed(opts: TestbedOptions): Promise<Testbed> {
           podCidr: `198.18.${i}.0/24`,
           gateway: `198.18.${i}.1`,
           conflist: nodeConflist(prefix, i, name, stateDir, opts.extraPlugins),
+          ...(opts.nodeCni && { cni: opts.nodeCni({ index: i, netnsName: name }) }),
         }),
       );
+      const node = nodes[nodes.length - 1];
+      if (node?.cni) {
+        mkdirSync(node.cni.confDir, { recursive: true });
+        mkdirSync(node.cni.binDir, { recursive: true });
+        writeFileSync(
+          join(node.cni.confDir, `10-${prefix}.conflist`),
+          `${JSON.stringify(node.conflist, null, 2)}\n`,
+        );
+      }
     }
     for (const node of nodes) {
       for (const other of nodes) {
@@ -454,7 +504,8 @@ export async function createTestbed(opts: TestbedOptions): Promise<Testbed> {
     let result: CniResult;
     try {
       const rt = podRuntime(base);
-      result = await cniAdd(node.conflist, { ...rt, args: { ...rt.args, ...(p.cniArgs ?? {}) } });
+      const args = { ...rt.args, ...(p.uid !== undefined && { K8S_POD_UID: p.uid }), ...(p.cniArgs ?? {}) };
+      result = await cniAdd(currentConflist(node), { ...rt, args });
     } catch (e) {
       const f = await deleteNetns(netnsName);
       created.splice(created.indexOf(netnsName), 1);
@@ -480,7 +531,7 @@ export async function createTestbed(opts: TestbedOptions): Promise<Testbed> {
     pods.splice(i, 1);
     let cniFailure: unknown;
     try {
-      await cniDel(pod.node.conflist, podRuntime(pod), pod.cniResult);
+      await cniDel(currentConflist(pod.node), podRuntime(pod), pod.cniResult);
     } catch (e) {
       cniFailure = e;
     }

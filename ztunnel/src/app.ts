@@ -40,6 +40,11 @@ export interface Ztunnel {
   shutdown(): Promise<void>;
 }
 
+/** AUTH_TOKEN: an absolute path is a token file (re-read on every call), anything else the token. */
+function tokenSource(v: string): { path: string } | { value: string } {
+  return v.startsWith('/') ? { path: v } : { value: v };
+}
+
 async function localCaSigner(cfg: ZtunnelConfig): Promise<CertificateSigner> {
   if (cfg.localCaDir === undefined) {
     throw new Error('static mode needs LOCAL_CA_DIR (a directory holding, or to hold, the local CA root)');
@@ -81,7 +86,21 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
     await watcher.ready;
   }
 
-  const signer = opts.signer ?? (await localCaSigner(cfg));
+  let closeSigner: (() => void) | undefined;
+  let signer: CertificateSigner;
+  if (opts.signer !== undefined) signer = opts.signer;
+  else if (cfg.caAddress !== undefined) {
+    // Loaded on demand: grpc-js costs memory that static mode need not pay (decision 11).
+    const { CaClient } = await import('./identity/ca-client.ts');
+    const client = new CaClient({
+      address: cfg.caAddress,
+      security: { kind: 'tls', rootCertPath: cfg.xdsRootCa ?? '', serverName: cfg.xdsHostname },
+      token: tokenSource(cfg.authToken ?? ''),
+      clusterId: cfg.clusterId,
+    });
+    signer = client.sign;
+    closeSigner = () => client.close();
+  } else signer = await localCaSigner(cfg);
   const certs = new CertificateManager({ signer, ttlSeconds: cfg.secretTtlSeconds });
   const ctx: ProxyContext = {
     store,
@@ -129,6 +148,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
       watcher?.close();
       await workloads.stopAll(cfg.drainDeadlineMs);
       certs.close();
+      closeSigner?.();
       await admin.close();
       logger.info({ scope: 'app' }, 'stopped');
     })();

@@ -3,6 +3,7 @@
 // (istio/ztunnel:src/config.rs), parsed once at start-up, validated strictly, frozen, and shown in
 // /config_dump. An invalid value stops start-up with a message naming the variable, the value
 // and what is expected.
+import { isIP } from 'node:net';
 import { MeshError } from '../../../src/shared/errors.ts';
 
 export class ConfigError extends MeshError {}
@@ -27,8 +28,11 @@ export interface ZtunnelConfig {
   readonly caAddress: string | undefined;
   /** PEM root(s) the controller's serving certificate must chain to (XDS_ROOT_CA). */
   readonly xdsRootCa: string | undefined;
-  /** SPIFFE ID the controller must present (XDS_IDENTITY; default spiffe://<td>/ns/istio-system/sa/istiod). */
-  readonly xdsIdentity: string;
+  /**
+   * The name the controller's serving certificate must carry (ALT_XDS_HOSTNAME; default the host
+   * of XDS_ADDRESS, or istiod.istio-system.svc when that is an IP address).
+   */
+  readonly xdsHostname: string;
   /** Bearer token for WDS and CA calls: a file path (re-read on each use) or the token (AUTH_TOKEN). */
   readonly authToken: string | undefined;
   /** For the xDS node id `ztunnel~<ip>~<pod>.<ns>~<ns>.svc.cluster.local` (spec §3.1). */
@@ -102,6 +106,14 @@ function drainDeadline(env: Env): number {
 
 const LEVELS = new Set(['trace', 'debug', 'info', 'warn', 'error', 'fatal']);
 
+function defaultXdsHostname(address: string | undefined): string {
+  const host = address
+    ?.replace(/^https?:\/\//, '')
+    .replace(/:\d+$/, '')
+    .replace(/^\[(.*)\]$/, '$1');
+  return host === undefined || host === '' || isIP(host) !== 0 ? 'istiod.istio-system.svc' : host;
+}
+
 /** Exactly one source each for state, pods and certificates; the control plane needs its root. */
 function checkSources(cfg: ZtunnelConfig): void {
   const fail = (msg: string): never => {
@@ -170,11 +182,7 @@ export function loadConfig(env: Env = process.env): ZtunnelConfig {
       opt(env, 'CA_ADDRESS') ?? (opt(env, 'LOCAL_CA_DIR') === undefined ? opt(env, 'XDS_ADDRESS') : undefined)
     )?.replace(/^https?:\/\//, ''),
     xdsRootCa: opt(env, 'XDS_ROOT_CA'),
-    xdsIdentity: str(
-      env,
-      'XDS_IDENTITY',
-      `spiffe://${str(env, 'TRUST_DOMAIN', 'cluster.local')}/ns/istio-system/sa/istiod`,
-    ),
+    xdsHostname: str(env, 'ALT_XDS_HOSTNAME', defaultXdsHostname(opt(env, 'XDS_ADDRESS'))),
     authToken: opt(env, 'AUTH_TOKEN'),
     instanceIp: str(env, 'INSTANCE_IP', '0.0.0.0'),
     podName: str(env, 'POD_NAME', `ztunnel-${nodeName}`),

@@ -56,7 +56,9 @@ t.test('control-plane mode: one source each, and the controller needs its root a
   const c = loadConfig(cp);
   t.equal(c.xdsAddress, '198.18.255.254:15012', 'scheme stripped');
   t.equal(c.caAddress, '198.18.255.254:15012', 'the CA defaults to the controller');
-  t.equal(c.xdsIdentity, 'spiffe://cluster.local/ns/istio-system/sa/istiod');
+  t.equal(c.xdsHostname, 'istiod.istio-system.svc', 'an IP address names no certificate');
+  t.equal(loadConfig({ ...cp, XDS_ADDRESS: 'istiod.mesh.svc:15012' }).xdsHostname, 'istiod.mesh.svc');
+  t.equal(loadConfig({ ...cp, ALT_XDS_HOSTNAME: 'cp.example' }).xdsHostname, 'cp.example');
   t.equal(loadConfig({ ...cp, CA_ADDRESS: '198.18.255.253:15012' }).caAddress, '198.18.255.253:15012');
   t.equal(
     loadConfig({ ...cp, LOCAL_CA_DIR: '/ca' }).caAddress,

@@ -70,6 +70,8 @@ export interface Pod extends NetnsHandle {
   containerId: string;
   /** The cached result of CNI ADD (used for DEL). */
   cniResult: CniResult;
+  /** K8S_POD_UID given to ADD and DEL, when the pod has one. */
+  uid?: string | undefined;
 }
 
 /** Where a node keeps its CNI configuration and plugin binaries (like /etc/cni/net.d, /opt/cni/bin). */
@@ -381,6 +383,7 @@ export async function createTestbed(opts: TestbedOptions): Promise<Testbed> {
     netnsPath: string;
     name: string;
     namespace: string;
+    uid?: string | undefined;
     node: TestbedNode;
   }) => ({
     containerId: pod.containerId,
@@ -390,6 +393,7 @@ export async function createTestbed(opts: TestbedOptions): Promise<Testbed> {
       K8S_POD_NAMESPACE: pod.namespace,
       K8S_POD_NAME: pod.name,
       K8S_POD_INFRA_CONTAINER_ID: pod.containerId,
+      ...(pod.uid !== undefined && { K8S_POD_UID: pod.uid }),
     },
     cniPath: pod.node.cni ? [pod.node.cni.binDir, ...cniPath] : cniPath,
     runInNetns: pod.node.netnsName,
@@ -500,12 +504,12 @@ export async function createTestbed(opts: TestbedOptions): Promise<Testbed> {
       node,
       containerId: `${prefix}-${p.name}`,
       netnsPath: `/run/netns/${netnsName}`,
+      uid: p.uid,
     };
     let result: CniResult;
     try {
       const rt = podRuntime(base);
-      const args = { ...rt.args, ...(p.uid !== undefined && { K8S_POD_UID: p.uid }), ...(p.cniArgs ?? {}) };
-      result = await cniAdd(currentConflist(node), { ...rt, args });
+      result = await cniAdd(currentConflist(node), { ...rt, args: { ...rt.args, ...(p.cniArgs ?? {}) } });
     } catch (e) {
       const f = await deleteNetns(netnsName);
       created.splice(created.indexOf(netnsName), 1);

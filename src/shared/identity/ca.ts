@@ -352,6 +352,58 @@ export class CertificateAuthority {
   }
 
   /**
+   * A serving certificate for the control plane itself (the controller's gRPC port): a new P-256
+   * key and a leaf carrying DNS names and IP addresses, plus the SPIFFE ID of the control plane's
+   * service account, so clients can check it by host name (as ztunnel checks istiod) or by
+   * identity. The chain is leaf first, roots last, like sign().
+   */
+  async issueServingCertificate(req: {
+    identity: string;
+    dnsNames: readonly string[];
+    ipAddresses?: readonly string[];
+    ttlSeconds?: number;
+  }): Promise<{ keyPem: string; certChainPem: string[] }> {
+    const ttl = this.#checkTtl(req.ttlSeconds);
+    const id = parseSpiffeId(req.identity);
+    if (id.trustDomain !== this.trustDomain) {
+      throw new IdentityError(
+        'ID_ERR_TRUST_DOMAIN',
+        `refusing a serving certificate for ${id.uri}: not in this CA's trust domain "${this.trustDomain}"`,
+      );
+    }
+    const keys = await generateP256KeyPair();
+    const nowMs = this.#now().getTime();
+    const signer = this.#intermediate ?? this.#root;
+    const exts = leafExtensions(id.uri, signer.cert).map((e) =>
+      e instanceof x509.SubjectAlternativeNameExtension
+        ? new x509.SubjectAlternativeNameExtension(
+            [
+              { type: 'url', value: id.uri },
+              ...req.dnsNames.map((value) => ({ type: 'dns' as const, value })),
+              ...(req.ipAddresses ?? []).map((value) => ({ type: 'ip' as const, value })),
+            ],
+            true,
+          )
+        : e,
+    );
+    const leaf = await x509.X509CertificateGenerator.create({
+      serialNumber: randomSerialHex(),
+      subject: new x509.Name([]),
+      issuer: new x509.Name(signer.cert.subjectDer),
+      notBefore: floorSeconds(nowMs - BACKDATE_SECONDS * 1000),
+      notAfter: floorSeconds(Math.min(nowMs + ttl * 1000, signer.cert.notAfter.getTime())),
+      publicKey: keys.publicKey,
+      signingKey: signer.key,
+      signingAlgorithm: EC_P256_SHA256,
+      extensions: exts,
+    });
+    const chain = [derToPem(new Uint8Array(leaf.rawData))];
+    if (signer !== this.#root) chain.push(signer.certPem);
+    chain.push(this.#bundle.toPem());
+    return { keyPem: await privateKeyToPem(keys.privateKey), certChainPem: chain };
+  }
+
+  /**
    * Starts a root rotation: creates a new root (and intermediate when used), adds it to the trust
    * bundle next to the old one, and signs new certificates with it from now on.
    */

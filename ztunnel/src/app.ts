@@ -10,6 +10,7 @@ import { startAdminServers, type AdminServers } from './admin/servers.ts';
 import { Readiness } from './admin/readiness.ts';
 import type { ZtunnelConfig } from './config/env.ts';
 import { watchStaticConfig, type StaticConfigWatcher } from './config/static-config.ts';
+import type { WdsClient } from './xds/client.ts';
 import { InPodSocketFactory } from './inpod/socket-factory.ts';
 import { loadStaticWorkloads } from './inpod/static-workloads.ts';
 import { WorkloadManager, type ManagedSocketFactory, type NetnsRef } from './inpod/workload-manager.ts';
@@ -38,11 +39,6 @@ export interface Ztunnel {
   readonly logger: Logger;
   /** Graceful shutdown: stop accepting, drain up to the deadline, close everything. */
   shutdown(): Promise<void>;
-}
-
-/** AUTH_TOKEN: an absolute path is a token file (re-read on every call), anything else the token. */
-function tokenSource(v: string): { path: string } | { value: string } {
-  return v.startsWith('/') ? { path: v } : { value: v };
 }
 
 async function localCaSigner(cfg: ZtunnelConfig): Promise<CertificateSigner> {
@@ -86,16 +82,35 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
     await watcher.ready;
   }
 
+  let wds: WdsClient | undefined;
+  if (cfg.wds !== undefined) {
+    const { startWdsClient } = await import('./xds/client.ts');
+    const { wdsConnectionOptions } = await import('./xds/config.ts');
+    wds = startWdsClient({
+      ...(await wdsConnectionOptions(cfg.wds)),
+      store,
+      logger,
+      onReady: () => {
+        stateReady();
+        logger.info({ scope: 'xds', address: cfg.wds?.address }, 'state received from the controller');
+      },
+    });
+  }
+
   let closeSigner: (() => void) | undefined;
   let signer: CertificateSigner;
   if (opts.signer !== undefined) signer = opts.signer;
-  else if (cfg.caAddress !== undefined) {
+  else if (cfg.ca !== undefined) {
     // Loaded on demand: grpc-js costs memory that static mode need not pay (decision 11).
     const { CaClient } = await import('./identity/ca-client.ts');
     const client = new CaClient({
-      address: cfg.caAddress,
-      security: { kind: 'tls', rootCertPath: cfg.xdsRootCa ?? '', serverName: cfg.xdsHostname },
-      token: tokenSource(cfg.authToken ?? ''),
+      address: cfg.ca.address,
+      security: {
+        kind: 'tls',
+        rootCertPath: cfg.ca.rootCa,
+        ...(cfg.ca.serverName !== undefined && { serverName: cfg.ca.serverName }),
+      },
+      token: cfg.ca.token,
       clusterId: cfg.clusterId,
     });
     signer = client.sign;
@@ -146,6 +161,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
       logger.info({ scope: 'app', deadlineMs: cfg.drainDeadlineMs }, 'draining');
       readiness.markPending('shutdown');
       watcher?.close();
+      wds?.close();
       await workloads.stopAll(cfg.drainDeadlineMs);
       certs.close();
       closeSigner?.();
@@ -160,7 +176,11 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
       configDump: () => ({
         ...store.snapshot(),
         workloadState: workloads.snapshot(),
-        config: cfg,
+        ...(wds && { wds: wds.status() }),
+        config: {
+          ...cfg,
+          ...(cfg.ca && { ca: { ...cfg.ca, token: 'path' in cfg.ca.token ? cfg.ca.token : '(literal)' } }),
+        },
         version: { component: 'ztunnel', tag: '0.1.0' },
       }),
       metrics: () => metrics.render(),

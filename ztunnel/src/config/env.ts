@@ -3,10 +3,22 @@
 // (istio/ztunnel:src/config.rs), parsed once at start-up, validated strictly, frozen, and shown in
 // /config_dump. An invalid value stops start-up with a message naming the variable, the value
 // and what is expected.
-import { isIP } from 'node:net';
-import { MeshError } from '../../../src/shared/errors.ts';
+import { DEFAULT_AUTH_TOKEN, DEFAULT_XDS_ROOT_CA, loadWdsConfig, type WdsConfig } from '../xds/config.ts';
+import { ConfigError } from './errors.ts';
 
-export class ConfigError extends MeshError {}
+export { ConfigError } from './errors.ts';
+
+/** Where certificates come from when the controller's CA service signs them (spec §4). */
+export interface CaServiceConfig {
+  /** host:port (CA_ADDRESS; defaults to XDS_ADDRESS). */
+  readonly address: string;
+  /** PEM roots the CA's serving certificate must chain to (XDS_ROOT_CA). */
+  readonly rootCa: string;
+  /** Name to verify in its certificate (ALT_XDS_HOSTNAME); default the address's host. */
+  readonly serverName: string | undefined;
+  /** AUTH_TOKEN: an absolute path is re-read on every call; anything else is the token. */
+  readonly token: { readonly path: string } | { readonly value: string };
+}
 
 export interface ZtunnelConfig {
   /** Kubernetes node this ztunnel serves (NODE_NAME). */
@@ -22,23 +34,10 @@ export interface ZtunnelConfig {
   readonly inpodWorkloadsPath: string | undefined;
   /** The node agent's ZDS socket (INPOD_UDS); pods arrive over ZDS (spec §2.6). */
   readonly inpodUds: string | undefined;
-  /** The controller's WDS endpoint `host:port` (XDS_ADDRESS; an `https://` prefix is accepted). */
-  readonly xdsAddress: string | undefined;
-  /** The controller's CA endpoint (CA_ADDRESS; defaults to XDS_ADDRESS unless LOCAL_CA_DIR is set). */
-  readonly caAddress: string | undefined;
-  /** PEM root(s) the controller's serving certificate must chain to (XDS_ROOT_CA). */
-  readonly xdsRootCa: string | undefined;
-  /**
-   * The name the controller's serving certificate must carry (ALT_XDS_HOSTNAME; default the host
-   * of XDS_ADDRESS, or istiod.istio-system.svc when that is an IP address).
-   */
-  readonly xdsHostname: string;
-  /** Bearer token for WDS and CA calls: a file path (re-read on each use) or the token (AUTH_TOKEN). */
-  readonly authToken: string | undefined;
-  /** For the xDS node id `ztunnel~<ip>~<pod>.<ns>~<ns>.svc.cluster.local` (spec §3.1). */
-  readonly instanceIp: string;
-  readonly podName: string;
-  readonly podNamespace: string;
+  /** WDS from the controller (XDS_ADDRESS and friends, see ../xds/config.ts); undefined in static mode. */
+  readonly wds: WdsConfig | undefined;
+  /** The controller's CA service; undefined when LOCAL_CA_DIR names a local CA. */
+  readonly ca: CaServiceConfig | undefined;
   readonly adminPort: number;
   readonly statsPort: number;
   readonly readinessPort: number;
@@ -106,12 +105,28 @@ function drainDeadline(env: Env): number {
 
 const LEVELS = new Set(['trace', 'debug', 'info', 'warn', 'error', 'fatal']);
 
-function defaultXdsHostname(address: string | undefined): string {
-  const host = address
-    ?.replace(/^https?:\/\//, '')
-    .replace(/:\d+$/, '')
-    .replace(/^\[(.*)\]$/, '$1');
-  return host === undefined || host === '' || isIP(host) !== 0 ? 'istiod.istio-system.svc' : host;
+/** The CA service settings: CA_ADDRESS, else XDS_ADDRESS, unless a local CA is configured. */
+function caServiceConfig(env: Env): CaServiceConfig | undefined {
+  const local = opt(env, 'LOCAL_CA_DIR');
+  const explicit = opt(env, 'CA_ADDRESS');
+  if (local !== undefined) {
+    if (explicit !== undefined) {
+      throw new ConfigError(
+        'ZT_ERR_CONFIG',
+        'both LOCAL_CA_DIR and CA_ADDRESS are set: certificates come from one CA',
+      );
+    }
+    return undefined;
+  }
+  const address = (explicit ?? opt(env, 'XDS_ADDRESS'))?.replace(/^https?:\/\//, '');
+  if (address === undefined) return undefined;
+  const token = str(env, 'AUTH_TOKEN', DEFAULT_AUTH_TOKEN);
+  return {
+    address,
+    rootCa: str(env, 'XDS_ROOT_CA', DEFAULT_XDS_ROOT_CA),
+    serverName: opt(env, 'ALT_XDS_HOSTNAME'),
+    token: token.startsWith('/') ? { path: token } : { value: token },
+  };
 }
 
 /** Exactly one source each for state, pods and certificates; the control plane needs its root. */
@@ -119,10 +134,10 @@ function checkSources(cfg: ZtunnelConfig): void {
   const fail = (msg: string): never => {
     throw new ConfigError('ZT_ERR_CONFIG', msg);
   };
-  if (cfg.localXdsPath !== undefined && cfg.xdsAddress !== undefined) {
+  if (cfg.localXdsPath !== undefined && cfg.wds !== undefined) {
     fail('both LOCAL_XDS_PATH and XDS_ADDRESS are set: choose the static file or the controller');
   }
-  if (cfg.localXdsPath === undefined && cfg.xdsAddress === undefined) {
+  if (cfg.localXdsPath === undefined && cfg.wds === undefined) {
     fail(
       'no configuration source: set XDS_ADDRESS to the controller (host:port) or LOCAL_XDS_PATH to a static config file',
     );
@@ -132,23 +147,10 @@ function checkSources(cfg: ZtunnelConfig): void {
       'both INPOD_WORKLOADS and INPOD_UDS are set: pods come from the node agent (INPOD_UDS) or a static list',
     );
   }
-  if (cfg.localCaDir !== undefined && cfg.caAddress !== undefined) {
-    fail('both LOCAL_CA_DIR and CA_ADDRESS are set: certificates come from one CA');
-  }
-  if (cfg.localCaDir === undefined && cfg.caAddress === undefined) {
+  if (cfg.localCaDir === undefined && cfg.ca === undefined) {
     fail(
       'no certificate source: set CA_ADDRESS (or XDS_ADDRESS) for the controller CA, or LOCAL_CA_DIR for a local CA',
     );
-  }
-  if (cfg.xdsAddress !== undefined || cfg.caAddress !== undefined) {
-    if (cfg.xdsRootCa === undefined) {
-      fail('XDS_ROOT_CA is required with the controller: the PEM root its serving certificate chains to');
-    }
-    if (cfg.authToken === undefined) {
-      fail(
-        'AUTH_TOKEN is required with the controller: a token file (or the token) that authenticates this node',
-      );
-    }
   }
 }
 
@@ -176,17 +178,8 @@ export function loadConfig(env: Env = process.env): ZtunnelConfig {
     localCaDir: opt(env, 'LOCAL_CA_DIR'),
     inpodWorkloadsPath: opt(env, 'INPOD_WORKLOADS'),
     inpodUds: opt(env, 'INPOD_UDS'),
-    xdsAddress: opt(env, 'XDS_ADDRESS')?.replace(/^https?:\/\//, ''),
-    // The CA service defaults to the controller's address unless a local CA is configured.
-    caAddress: (
-      opt(env, 'CA_ADDRESS') ?? (opt(env, 'LOCAL_CA_DIR') === undefined ? opt(env, 'XDS_ADDRESS') : undefined)
-    )?.replace(/^https?:\/\//, ''),
-    xdsRootCa: opt(env, 'XDS_ROOT_CA'),
-    xdsHostname: str(env, 'ALT_XDS_HOSTNAME', defaultXdsHostname(opt(env, 'XDS_ADDRESS'))),
-    authToken: opt(env, 'AUTH_TOKEN'),
-    instanceIp: str(env, 'INSTANCE_IP', '0.0.0.0'),
-    podName: str(env, 'POD_NAME', `ztunnel-${nodeName}`),
-    podNamespace: str(env, 'POD_NAMESPACE', 'istio-system'),
+    wds: loadWdsConfig(env, { nodeName, clusterId: str(env, 'CLUSTER_ID', 'Kubernetes') }),
+    ca: caServiceConfig(env),
     adminPort: req(int(env, 'ADMIN_PORT', 15000, 0, 65535), 'ADMIN_PORT'),
     statsPort: req(int(env, 'STATS_PORT', 15020, 0, 65535), 'STATS_PORT'),
     readinessPort: req(int(env, 'READINESS_PORT', 15021, 0, 65535), 'READINESS_PORT'),

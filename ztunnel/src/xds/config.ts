@@ -22,7 +22,7 @@ import { isIP } from 'node:net';
 import { credentials as grpcCredentials, Metadata, type ChannelOptions } from '@grpc/grpc-js';
 import type { Node } from '../../../src/shared/gen/envoy/config/core/v3/base.ts';
 import { errorMessage } from '../../../src/shared/errors.ts';
-import { ConfigError } from '../config/env.ts';
+import { ConfigError } from '../config/errors.ts';
 import type { WdsClientOptions } from './client.ts';
 
 export const DEFAULT_XDS_ROOT_CA = '/var/run/secrets/istio/root-cert.pem';

@@ -46,35 +46,38 @@ t.test('bad values name the variable, the value and what is expected', async (t)
   t.equal(loadConfig({ ...base, INPOD_MARK: '0x539' }).inpodMark, 1337);
 });
 
-t.test('control-plane mode: one source each, and the controller needs its root and a token', async (t) => {
-  const cp = {
-    NODE_NAME: 'n',
-    XDS_ADDRESS: 'https://198.18.255.254:15012',
-    XDS_ROOT_CA: '/r.pem',
-    AUTH_TOKEN: '/t',
-  };
-  const c = loadConfig(cp);
-  t.equal(c.xdsAddress, '198.18.255.254:15012', 'scheme stripped');
-  t.equal(c.caAddress, '198.18.255.254:15012', 'the CA defaults to the controller');
-  t.equal(c.xdsHostname, 'istiod.istio-system.svc', 'an IP address names no certificate');
-  t.equal(loadConfig({ ...cp, XDS_ADDRESS: 'istiod.mesh.svc:15012' }).xdsHostname, 'istiod.mesh.svc');
-  t.equal(loadConfig({ ...cp, ALT_XDS_HOSTNAME: 'cp.example' }).xdsHostname, 'cp.example');
-  t.equal(loadConfig({ ...cp, CA_ADDRESS: '198.18.255.253:15012' }).caAddress, '198.18.255.253:15012');
-  t.equal(
-    loadConfig({ ...cp, LOCAL_CA_DIR: '/ca' }).caAddress,
-    undefined,
-    'a local CA replaces the CA service',
-  );
-  t.throws(() => loadConfig({ ...cp, LOCAL_XDS_PATH: '/x' }), /both LOCAL_XDS_PATH and XDS_ADDRESS/);
-  t.throws(
-    () => loadConfig({ ...cp, LOCAL_CA_DIR: '/ca', CA_ADDRESS: 'h:1' }),
-    /both LOCAL_CA_DIR and CA_ADDRESS/,
-  );
-  t.throws(() => loadConfig({ ...cp, XDS_ROOT_CA: '' }), /XDS_ROOT_CA is required/);
-  t.throws(() => loadConfig({ ...cp, AUTH_TOKEN: '' }), /AUTH_TOKEN is required/);
-  t.throws(
-    () => loadConfig({ ...cp, INPOD_UDS: '/u', INPOD_WORKLOADS: '/w' }),
-    /both INPOD_WORKLOADS and INPOD_UDS/,
-  );
-  t.throws(() => loadConfig({ NODE_NAME: 'n', LOCAL_XDS_PATH: '/x' }), /no certificate source/);
-});
+t.test(
+  'control-plane mode: one source each; the CA follows the controller unless a local CA is set',
+  async (t) => {
+    const cp = {
+      NODE_NAME: 'n',
+      XDS_ADDRESS: 'https://198.18.255.254:15012',
+      XDS_ROOT_CA: '/r.pem',
+      AUTH_TOKEN: '/t',
+      INSTANCE_IP: '198.18.255.1',
+      POD_NAME: 'ztunnel-n',
+      POD_NAMESPACE: 'istio-system',
+    };
+    const c = loadConfig(cp);
+    t.equal(c.wds?.address, '198.18.255.254:15012', 'scheme stripped');
+    t.same(
+      c.ca,
+      { address: '198.18.255.254:15012', rootCa: '/r.pem', serverName: undefined, token: { path: '/t' } },
+      'the CA defaults to the controller, with its root and token',
+    );
+    t.equal(loadConfig({ ...cp, CA_ADDRESS: '198.18.255.253:15012' }).ca?.address, '198.18.255.253:15012');
+    t.same(loadConfig({ ...cp, AUTH_TOKEN: 'abc' }).ca?.token, { value: 'abc' }, 'a literal token');
+    t.equal(loadConfig({ ...cp, LOCAL_CA_DIR: '/ca' }).ca, undefined, 'a local CA replaces the CA service');
+    t.throws(() => loadConfig({ ...cp, LOCAL_XDS_PATH: '/x' }), /both LOCAL_XDS_PATH and XDS_ADDRESS/);
+    t.throws(
+      () => loadConfig({ ...cp, LOCAL_CA_DIR: '/ca', CA_ADDRESS: 'h:1' }),
+      /both LOCAL_CA_DIR and CA_ADDRESS/,
+    );
+    t.throws(() => loadConfig({ ...cp, INSTANCE_IP: '' }), /missing env var INSTANCE_IP/);
+    t.throws(
+      () => loadConfig({ ...cp, INPOD_UDS: '/u', INPOD_WORKLOADS: '/w' }),
+      /both INPOD_WORKLOADS and INPOD_UDS/,
+    );
+    t.throws(() => loadConfig({ NODE_NAME: 'n', LOCAL_XDS_PATH: '/x' }), /no certificate source/);
+  },
+);

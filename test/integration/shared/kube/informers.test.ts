@@ -6,7 +6,7 @@
 // and stop().
 import t from 'tap';
 import type { Test } from 'tap';
-import type { KubernetesObject } from '@kubernetes/client-node';
+import type { KubernetesObject, User } from '@kubernetes/client-node';
 import {
   KubeInformers,
   type InformerEvent,
@@ -130,8 +130,8 @@ t.test('a failing list is retried with backoff; start() waits for it', async (t)
   t.same(
     r.warnings.items,
     [
-      'watching pods (fieldSelector spec.nodeName=node-1) failed: listing pods (fieldSelector spec.nodeName=node-1) failed: HTTP 500: injected failure (InternalError) (HTTP 500); retrying in 20 ms',
-      'watching pods (fieldSelector spec.nodeName=node-1) failed: listing pods (fieldSelector spec.nodeName=node-1) failed: HTTP 500: injected failure (InternalError) (HTTP 500); retrying in 40 ms',
+      'pods (fieldSelector spec.nodeName=node-1): list failed: HTTP 500: injected failure (InternalError); retrying in 20 ms',
+      'pods (fieldSelector spec.nodeName=node-1): list failed: HTTP 500: injected failure (InternalError); retrying in 40 ms',
     ],
     'each failure is a warning with a doubling delay',
   );
@@ -147,7 +147,10 @@ t.test('a refused watch is restarted with growing backoff, reset once it works',
     r.warnings.items.map((w) => /retrying in (\d+) ms/.exec(w)?.[1]),
     ['20', '40', '80'],
   );
-  t.match(r.warnings.items[0], /watching pods .* failed: Service Unavailable \(HTTP 503\)/);
+  t.match(
+    r.warnings.items[0],
+    /^pods \(fieldSelector spec\.nodeName=node-1\): watch failed: Service Unavailable \(HTTP 503\); retrying in 20 ms$/,
+  );
   r.api.create(pod('after', 'node-1'));
   await r.events.until((e) => e.includes('add Pod after'), 'the event after the restart');
   t.equal(r.api.requests.filter(podList).length, 1, 'restarts resume from the resourceVersion: no relist');
@@ -234,4 +237,61 @@ t.test('stop(): a pending start() rejects; no request, restart or event afterwar
   await new Promise((res) => setTimeout(res, 100));
   t.same(s.events.items, []);
   t.same(s.warnings.items, [], 'stopping is not reported as a failure');
+});
+
+t.test('credentials failing while a re-watch is built: an error and a retry, not a crash', async (t) => {
+  const api = await startKubeApi();
+  t.teardown(() => api.close());
+  const kc = kubeConfigFor(api);
+  let calls = 0;
+  kc.addAuthenticator({
+    isAuthProvider: (_user: User) => true,
+    applyAuthentication: async () => {
+      calls++;
+      if (calls === 3) throw new Error('credential plugin exited 1');
+    },
+  });
+  const informers = new KubeInformers(kc, [PODS_ON_NODE_1], FAST);
+  const warnings = new Recorder<string>();
+  informers.on('warning', warnings.push);
+  t.teardown(() => informers.stop());
+  await informers.start(); // calls 1 and 2: the list and the watch
+  // ListWatch re-watches by itself after a normal end (call 3, which fails): outside any
+  // promise chain of ours, so without a catch in the Watch the rejection would be unhandled.
+  api.closeWatches({ graceful: true });
+  await warnings.until((w) => w.length === 1, 'the failure');
+  t.match(
+    warnings.items[0],
+    /^pods \(fieldSelector spec\.nodeName=node-1\): watch failed: credential plugin exited 1; retrying in 20 ms$/,
+  );
+  await api.untilWatches(1, 'pods');
+  t.equal(calls, 4, 'the retry watches again');
+});
+
+t.test('a listener that throws is reported, and the informer carries on', async (t) => {
+  const r = await rig(t, { resources: [PODS_ON_NODE_1] });
+  await r.informers.start();
+  r.informers.on('event', (e) => {
+    if (e.object.metadata?.name === 'poison') throw new Error('model bug');
+  });
+  r.api.create(pod('poison', 'node-1'));
+  r.api.create(pod('fine', 'node-1'));
+  await r.events.until((e) => e.includes('add Pod fine'), 'the next event');
+  t.match(r.warnings.items, [
+    /^a listener failed on add of pods \(fieldSelector spec\.nodeName=node-1\) poison: model bug$/,
+  ]);
+});
+
+t.test('an unreachable API server: warnings that say why, start() keeps waiting', async (t) => {
+  const api = await startKubeApi();
+  const kc = kubeConfigFor(api);
+  await api.close(); // nothing listens on its port any more
+  const informers = new KubeInformers(kc, [NAMESPACES], FAST);
+  const warnings = new Recorder<string>();
+  informers.on('warning', warnings.push);
+  const started = informers.start();
+  await warnings.until((w) => w.length >= 2, 'two attempts');
+  t.match(warnings.items[0], /^namespaces: list failed: fetch failed: .*ECONNREFUSED.*; retrying in 20 ms$/);
+  await informers.stop();
+  await t.rejects(started, { code: 'KUBE_ERR_STOPPED' });
 });

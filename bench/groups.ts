@@ -2,9 +2,12 @@
 // The bench's path groups: each group is measured against its own no-mesh baseline path in the
 // same run (PERFORMANCE.md "Targets": every figure is a ratio against the direct path measured in
 // the same run on the same machine). Loopback paths are compared with `direct`, the pod paths in
-// network namespaces with `pod-direct`. Pure, so the unit tests and args.ts can use it.
+// network namespaces with `pod-direct`. The scale group is not a data path: its one column,
+// `controller`, is the controller under simulated ztunnels (bench/scale/), reported in absolute
+// values against the PERFORMANCE.md controller floors. Pure, so the unit tests and args.ts can
+// use it.
 
-export type PathGroupName = 'loopback' | 'netns';
+export type PathGroupName = 'loopback' | 'netns' | 'scale';
 
 export interface PathGroup {
   readonly name: PathGroupName;
@@ -29,6 +32,13 @@ export const PATH_GROUPS: readonly PathGroup[] = [
       'netns group: client pod on node 0 → server pod on node 1 (network-namespace test bed, DESIGN.md §4)',
     baseline: 'pod-direct',
     needsRoot: true,
+  },
+  {
+    name: 'scale',
+    title:
+      'scale group: the controller (child process) fed by a Kubernetes API stand-in, serving simulated ztunnels over WDS',
+    baseline: 'controller',
+    needsRoot: false,
   },
 ];
 

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // `npm run bench`: measures every path in one run, group by group (bench/groups.ts): the
-// loopback group (direct, stunnel, hbone) and, as root, the network-namespace group (pod-direct,
-// pod-stunnel, ztunnel: pods on two nodes of the test bed). Reports absolute values, ratios to
-// the group's baseline (direct, pod-direct) measured in the same run, and the PERFORMANCE.md
-// floors for the mesh paths. Method: PERFORMANCE.md B.1–B.4, DESIGN.md §5.
+// loopback group (direct, stunnel, hbone), as root the network-namespace group (pod-direct,
+// pod-stunnel, ztunnel: pods on two nodes of the test bed), and the scale group (the controller
+// with 10k pods, 1k services and 100 simulated ztunnels: bench/scale/). Reports absolute values,
+// ratios to the group's baseline (direct, pod-direct) measured in the same run, and the
+// PERFORMANCE.md floors for the mesh paths and the controller. Method: PERFORMANCE.md B.1–B.4,
+// DESIGN.md §5.
 //
 // Within a group metrics are interleaved (for each metric: the baseline, then each path) so drift
 // on this shared 2-core machine hits every path alike. Every child runs in its own process group
@@ -39,10 +41,12 @@ import {
   formatNumber,
   formatTable,
   jsonLine,
+  METRIC_NAMES,
   type MetricName,
   type PathStatus,
   type PathValues,
 } from './report.ts';
+import { measureScale, SCALE_PATH } from './scale/group.ts';
 import { median } from './stats.ts';
 import type { BackendServices, PathInstance, PathModule, SharedResource, TunnelEnd } from './types.ts';
 
@@ -64,7 +68,9 @@ const log = (msg: string): void => {
  * thread per connection at each end. Checked up front so the run fails clearly, not midway.
  */
 function checkLimits(opts: BenchOptions): string | undefined {
-  if (!opts.metrics.includes('memory')) return undefined;
+  if (!opts.metrics.includes('memory') || !opts.paths.some((p) => PATHS.some((m) => m.name === p))) {
+    return undefined;
+  }
   const fdsNeeded = 3 * opts.connections + 512;
   const fds = softLimit('Max open files');
   if (fds < fdsNeeded) {
@@ -204,7 +210,12 @@ function moduleOf(name: string): PathModule {
   return mod;
 }
 
-const baselineOf = (path: string): string => pathGroup(moduleOf(path).group).baseline;
+const baselineOf = (path: string): string =>
+  path === SCALE_PATH ? SCALE_PATH : pathGroup(moduleOf(path).group).baseline;
+
+/** The paths of a group: the registered path modules, or the scale group's one column. */
+const groupPaths = (group: PathGroup): string[] =>
+  group.name === 'scale' ? [SCALE_PATH] : PATHS.filter((p) => p.group === group.name).map((p) => p.name);
 
 /** Starts, warms and measures one group's paths (interleaved per metric), then closes them. */
 async function runGroup(st: RunState, group: PathGroup, paths: readonly string[]): Promise<void> {
@@ -385,6 +396,33 @@ async function runGroup(st: RunState, group: PathGroup, paths: readonly string[]
   }
 }
 
+/** The scale group: one run of the controller scale scenario (bench/scale/), no ratios. */
+async function runScale(st: RunState): Promise<void> {
+  const dir = join(st.tmp, SCALE_PATH);
+  mkdirSync(dir, { recursive: true });
+  log(`scale group: ${SCALE_PATH} under simulated ztunnels${st.opts.quick ? ' (quick: scaled down)' : ''}`);
+  try {
+    const m = await measureScale({
+      quick: st.opts.quick,
+      tmpDir: dir,
+      spawn: (label, command, args, spec) => st.procs.spawn(label, command, args, spec),
+      log: (msg) => log(`${SCALE_PATH}: ${msg}`),
+      stopping: st.stopping,
+    });
+    for (const metric of METRIC_NAMES) {
+      const v = m.values[metric];
+      if (v !== undefined) st.collector.add(SCALE_PATH, metric, v);
+    }
+    st.notes.push(...m.notes.map((n) => `${SCALE_PATH}: ${n}`));
+    st.status.set(SCALE_PATH, { kind: 'ok' });
+  } catch (err) {
+    const msg = `${SCALE_PATH}: scale run failed: ${errorMessage(err)}`;
+    st.problems.push(msg);
+    log(msg);
+    st.status.set(SCALE_PATH, { kind: 'failed', reason: errorMessage(err) });
+  }
+}
+
 async function run(
   opts: BenchOptions,
   procs: ProcessRegistry,
@@ -419,7 +457,7 @@ async function run(
   };
   const groups: { group: PathGroup; paths: string[]; skipped?: string }[] = [];
   for (const group of PATH_GROUPS) {
-    const paths = opts.paths.filter((p) => moduleOf(p).group === group.name);
+    const paths = opts.paths.filter((p) => groupPaths(group).includes(p));
     if (paths.length === 0 || stopping()) continue;
     if (group.needsRoot && process.getuid?.() !== 0) {
       const reason = needsRootReason(group, paths);
@@ -431,7 +469,8 @@ async function run(
     }
     groups.push({ group, paths });
     try {
-      await runGroup(st, group, paths);
+      if (group.name === 'scale') await runScale(st);
+      else await runGroup(st, group, paths);
     } finally {
       // The group's test beds (namespaces, pods, ztunnels, backends in pods).
       await resources.destroyAll(log);
@@ -448,12 +487,12 @@ async function run(
       out.push(`  NOT MEASURED: ${skipped}`, '');
       continue;
     }
-    out.push(
-      `ratios (×) are path / ${group.baseline} measured in this run; added_rtt_* = path − ${group.baseline}`,
-      '',
-      formatTable(paths, records, st.status, group.baseline),
-      '',
-    );
+    if (group.name !== 'scale') {
+      out.push(
+        `ratios (×) are path / ${group.baseline} measured in this run; added_rtt_* = path − ${group.baseline}`,
+      );
+    }
+    out.push('', formatTable(paths, records, st.status, group.baseline), '');
     for (const path of paths.filter((p) => FLOOR_PATHS.includes(p))) {
       out.push(formatFloors(path, records, st.status.get(path), group.baseline), '');
     }
@@ -473,12 +512,8 @@ async function main(): Promise<number> {
   try {
     opts = parseArgs(
       process.argv.slice(2),
-      PATHS.map((p) => p.name),
-      PATH_GROUPS.map((g) => ({
-        name: g.name,
-        baseline: g.baseline,
-        paths: PATHS.filter((p) => p.group === g.name).map((p) => p.name),
-      })),
+      PATH_GROUPS.flatMap(groupPaths),
+      PATH_GROUPS.map((g) => ({ name: g.name, baseline: g.baseline, paths: groupPaths(g) })),
     );
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;

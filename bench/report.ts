@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The bench's output: the metric catalogue (stable snake_case names and units), the JSON-lines
 // record format, ratios against each path's baseline (`direct` on loopback, `pod-direct` in the
-// netns group: the JSON field keeps the name ratio_to_direct), the PERFORMANCE.md floor check and
-// the text table. Pure, so test/unit/bench/report.test.ts can check it.
+// netns group: the JSON field keeps the name ratio_to_direct; the scale group's `controller` has
+// no baseline and no ratios), the PERFORMANCE.md floor check and the text table. Pure, so
+// test/unit/bench/report.test.ts can check it.
 
 /** Maps a path to its baseline path (the no-mesh path of its group). */
 export type BaselineOf = (path: string) => string;
@@ -32,6 +33,24 @@ export const METRICS = {
   rss_per_connection_server_end: { unit: 'kB', ratio: false, label: 'RSS per connection, server end' },
   tunnel_cpu_cores_c32: { unit: 'cores', ratio: false, label: 'tunnel CPU during rps_c32_1k' },
   tunnel_cpu_cores_per_1000rps: { unit: 'cores', ratio: false, label: 'tunnel CPU per 1000 req/s' },
+  // The scale group (bench/scale/): one column, `controller`; nothing to take a ratio against.
+  scale_pods: { unit: 'count', ratio: false, label: 'pods in the cluster' },
+  scale_services: { unit: 'count', ratio: false, label: 'services in the cluster' },
+  scale_ztunnels: { unit: 'count', ratio: false, label: 'simulated ztunnels (one per node)' },
+  wds_resources_per_ztunnel: { unit: 'count', ratio: false, label: 'WDS resources each ztunnel holds' },
+  controller_ready_ms: {
+    unit: 'ms',
+    ratio: false,
+    label: 'controller spawn → serving (listed, model built)',
+  },
+  initial_sync_ms: { unit: 'ms', ratio: false, label: 'every ztunnel connected → all hold the full state' },
+  push_latency_p50_ms: { unit: 'ms', ratio: false, label: 'pod change → every ztunnel, p50' },
+  push_latency_p99_ms: { unit: 'ms', ratio: false, label: 'pod change → every ztunnel, p99' },
+  push_latency_max_ms: { unit: 'ms', ratio: false, label: 'pod change → every ztunnel, max' },
+  controller_rss_ready: { unit: 'MB', ratio: false, label: 'controller RSS serving, before any ztunnel' },
+  controller_rss_synced: { unit: 'MB', ratio: false, label: 'controller RSS after the initial sync' },
+  controller_rss_end: { unit: 'MB', ratio: false, label: 'controller RSS after the pod changes' },
+  controller_rss_peak: { unit: 'MB', ratio: false, label: 'controller peak RSS (VmHWM)' },
 } as const satisfies Record<string, { unit: string; ratio: boolean; label: string }>;
 
 export type MetricName = keyof typeof METRICS;
@@ -122,6 +141,7 @@ export interface Floor {
   readonly text: string;
 }
 
+/** The data-path floors, checked on the mesh paths `hbone` and `ztunnel`. */
 export const FLOORS: readonly Floor[] = [
   {
     metric: 'throughput_single_stream',
@@ -170,8 +190,40 @@ export const FLOORS: readonly Floor[] = [
   },
 ];
 
-/** Paths the floors apply to: the mesh's own data path(s), not the references. */
-export const FLOOR_PATHS: readonly string[] = ['hbone', 'ztunnel'];
+/** The controller rows of the PERFORMANCE.md target table, checked on the scale group's `controller`. */
+export const CONTROLLER_FLOORS: readonly Floor[] = [
+  {
+    metric: 'push_latency_p99_ms',
+    on: 'value',
+    op: '<=',
+    threshold: 1000,
+    text: 'pod change → every ztunnel p99 ≤ 1 s',
+  },
+  {
+    metric: 'controller_rss_synced',
+    on: 'value',
+    op: '<=',
+    threshold: 500,
+    text: 'controller RSS after sync ≤ 500 MB',
+  },
+  {
+    metric: 'controller_rss_end',
+    on: 'value',
+    op: '<=',
+    threshold: 500,
+    text: 'controller RSS at the end ≤ 500 MB',
+  },
+];
+
+/** The floors of each path they apply to: the mesh's own paths and the controller, not the references. */
+const FLOORS_BY_PATH: Readonly<Record<string, readonly Floor[]>> = {
+  hbone: FLOORS,
+  ztunnel: FLOORS,
+  controller: CONTROLLER_FLOORS,
+};
+
+/** Paths the floors apply to. */
+export const FLOOR_PATHS: readonly string[] = Object.keys(FLOORS_BY_PATH);
 
 export interface FloorCheck {
   readonly floor: Floor;
@@ -180,7 +232,7 @@ export interface FloorCheck {
 }
 
 export function checkFloors(records: readonly MetricRecord[], path: string): FloorCheck[] {
-  return FLOORS.map((floor) => {
+  return (FLOORS_BY_PATH[path] ?? []).map((floor) => {
     const r = records.find((x) => x.path === path && x.metric === floor.metric);
     const actual = r === undefined ? null : floor.on === 'ratio' ? r.ratio_to_direct : r.value;
     if (actual === null) return { floor, actual, status: 'n/a' };
@@ -236,6 +288,7 @@ export function formatTable(
       if (st && st.kind !== 'ok') return st.kind;
       const r = records.find((x) => x.path === path && x.metric === metric);
       if (!r) return '–';
+      if (METRICS[metric].unit === 'count') return String(Math.round(r.value));
       return r.ratio_to_direct === null || path === baseline
         ? formatNumber(r.value)
         : `${formatNumber(r.value)} (${r.ratio_to_direct.toFixed(2)}×)`;
@@ -263,7 +316,8 @@ export function formatFloors(
   if (status && status.kind !== 'ok')
     return `floors for ${path}: not checked (${status.kind}: ${status.reason})`;
   const checks = checkFloors(records, path);
-  const lines = [`floors for ${path} (PERFORMANCE.md target table; ratios × ${baseline}, same run):`];
+  const ratios = checks.some((c) => c.floor.on === 'ratio') ? `; ratios × ${baseline}, same run` : '';
+  const lines = [`floors for ${path} (PERFORMANCE.md target table${ratios}):`];
   const w = Math.max(...checks.map((c) => width(floorText(c.floor, baseline)))) + 2;
   for (const c of checks) {
     const actual =

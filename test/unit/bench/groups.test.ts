@@ -32,6 +32,7 @@ t.test('the registry groups: loopback against direct, netns against pod-direct (
     [
       ['loopback', 'direct', false],
       ['netns', 'pod-direct', true],
+      ['scale', 'controller', false],
     ],
   );
   t.equal(pathGroup('netns').baseline, 'pod-direct');

@@ -5,7 +5,7 @@ import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
   {
-    ignores: ['node_modules/**', 'dist/**', '.tap/**', 'src/shared/gen/**', 'eslint.config.js'],
+    ignores: ['node_modules/**', 'dist/**', 'build/**', '.tap/**', 'src/shared/gen/**', 'eslint.config.js'],
   },
   ...tseslint.configs.strictTypeChecked,
   {

@@ -5,7 +5,7 @@
 // to play a raw client from inside a pod netns.
 import http from 'node:http';
 import net from 'node:net';
-import { closeFd, openNetns, socketForConnect } from '../../src/shared/native/index.ts';
+import { closeFd, openNetns, socketForConnect } from '../shared/native/index.ts';
 
 /** A TCP connection made from inside the netns at `netnsPath`; `mark` bypasses in-pod capture. */
 export function connectInNetns(

@@ -13,6 +13,7 @@ import { watchStaticConfig, type StaticConfigWatcher } from './config/static-con
 import type { WdsClient } from './xds/client.ts';
 import { InPodSocketFactory } from './inpod/socket-factory.ts';
 import { loadStaticWorkloads } from './inpod/static-workloads.ts';
+import { startZdsClient, type ZdsClient } from './inpod/zds-client.ts';
 import { WorkloadManager, type ManagedSocketFactory, type NetnsRef } from './inpod/workload-manager.ts';
 import type { WorkloadProxyPorts } from './inpod/workload-proxy.ts';
 import type { ProxyContext } from './proxy/context.ts';
@@ -147,6 +148,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
       ));
   const workloads = new WorkloadManager(ctx, {
     socketFactory,
+    delDrainMs: cfg.drainDeadlineMs,
     ...(opts.proxyPorts && { ports: opts.proxyPorts }),
   });
   // Readiness follows the pending count both ways (spec §7.4): any pending pod makes ztunnel not ready.
@@ -162,6 +164,8 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
       readiness.markPending('shutdown');
       watcher?.close();
       wds?.close();
+      // Stop taking pods first; the proxies drain below.
+      await zds?.close();
       await workloads.stopAll(cfg.drainDeadlineMs);
       certs.close();
       closeSigner?.();
@@ -177,6 +181,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
         ...store.snapshot(),
         workloadState: workloads.snapshot(),
         ...(wds && { wds: wds.status() }),
+        ...(zds && { zds: zds.status() }),
         config: {
           ...cfg,
           ...(cfg.ca && { ca: { ...cfg.ca, token: 'path' in cfg.ca.token ? cfg.ca.token : '(literal)' } }),
@@ -199,6 +204,20 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
     },
   );
 
+  let zds: ZdsClient | undefined;
+  if (cfg.inpodUds !== undefined) {
+    // Not ready until the agent's snapshot has arrived and every pod in it is up (spec §2.6).
+    const zdsReady = readiness.register('zds snapshot');
+    zds = startZdsClient({
+      path: cfg.inpodUds,
+      manager: workloads,
+      logger,
+      onReady: (ready) => {
+        if (ready) zdsReady();
+        else readiness.markPending('zds snapshot');
+      },
+    });
+  }
   if (cfg.inpodWorkloadsPath !== undefined) {
     const pods = await loadStaticWorkloads(cfg.inpodWorkloadsPath);
     const results = await Promise.allSettled(pods.map((p) => workloads.add(p.info, { path: p.netnsPath })));

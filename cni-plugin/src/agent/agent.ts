@@ -64,6 +64,8 @@ export interface SnapshotEntry {
 /** Installs/removes the in-pod rules (redirect/apply.ts in production). */
 export interface Redirector {
   apply(netnsPath: string, pod: V1Pod): Promise<void>;
+  /** Stops capturing new connections but keeps what established ones need (marks, reply route). */
+  release(netnsPath: string, pod: V1Pod): Promise<void>;
   remove(netnsPath: string): Promise<void>;
 }
 
@@ -81,6 +83,11 @@ export interface NodeAgentOptions {
   readonly pendingRetryMs?: number;
   /** How long a CNI ADD waits for the pod to appear in the source (default 5 s). */
   readonly podLookupMs?: number;
+  /**
+   * After a running pod leaves the mesh, how long its established connections through ztunnel
+   * keep their reply routing before the last rules go (default 10 s: ztunnel drains for 5 s).
+   */
+  readonly releaseDrainMs?: number;
 }
 
 export interface NodeAgentEvents {
@@ -104,6 +111,8 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   readonly #log: Logger;
   /** Pods whose rules are installed, with the netns fd we hold for ZDS. */
   readonly #held = new Map<string, Held>();
+  /** Pods that left the mesh: capture is off, the reply routing stays until the timer fires. */
+  readonly #releasing = new Map<string, { fd: number; timer: NodeJS.Timeout }>();
   /** Per-pod serialization: every change to one pod runs after the previous one. */
   readonly #locks = new Map<string, Promise<unknown>>();
   #retryTimer: NodeJS.Timeout | undefined;
@@ -125,7 +134,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     v.on('pod', (pod) => this.#onPod(pod));
     v.on('podDeleted', (pod) => this.#onPodDeleted(pod));
     v.on('namespace', (ns) => this.#onNamespace(ns));
-    this.#retryTimer = setInterval(() => this.#retryPending(), this.#o.pendingRetryMs ?? 5000);
+    this.#retryTimer = setInterval(() => this.retryPending(), this.#o.pendingRetryMs ?? 5000);
     this.#retryTimer.unref();
     this.#started = true;
   }
@@ -139,6 +148,11 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     // next agent re-opens the namespaces from the registry.
     for (const h of this.#held.values()) closeFd(h.fd);
     this.#held.clear();
+    for (const r of this.#releasing.values()) {
+      clearTimeout(r.timer);
+      closeFd(r.fd);
+    }
+    this.#releasing.clear();
   }
 
   /** For the ZDS snapshot: every pod whose rules are installed. */
@@ -207,6 +221,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
    * annotation stays as it was instead of flapping to pending while no ztunnel is connected.
    */
   async #enrol(pod: V1Pod, uid: string, netnsPath: string, offer = true): Promise<void> {
+    this.#cancelRelease(uid);
     const existing = this.#held.get(uid);
     if (existing !== undefined) {
       // A second ADD for the same pod (runtime retry): same netns → nothing to do.
@@ -284,13 +299,24 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       );
     }
     if (held !== undefined) {
-      try {
-        await this.#o.redirector.remove(fdPath(held.fd));
-      } catch (e) {
-        this.#log.error({ pod: podName(pod), uid }, `removing redirection failed: ${errorMessage(e)}`);
-      }
-      closeFd(held.fd);
       this.#held.delete(uid);
+      if (why === 'pod deleted') {
+        await this.#removeRules(pod, uid, held.fd);
+      } else {
+        // The pod keeps running: new connections stop being captured now, established ones
+        // through ztunnel keep their reply routing while ztunnel drains them, then all goes.
+        try {
+          await this.#o.redirector.release(fdPath(held.fd), pod);
+        } catch (e) {
+          this.#log.error({ pod: podName(pod), uid }, `releasing capture failed: ${errorMessage(e)}`);
+        }
+        const timer = setTimeout(() => {
+          this.#releasing.delete(uid);
+          void this.#serialize(uid, () => this.#removeRules(pod, uid, held.fd));
+        }, this.#o.releaseDrainMs ?? 10_000);
+        timer.unref();
+        this.#releasing.set(uid, { fd: held.fd, timer });
+      }
     } else if (rec?.enrolled === true && sameNetns(rec.netnsPath, rec.netnsInode)) {
       await this.#o.redirector.remove(rec.netnsPath).catch((e: unknown) => {
         this.#log.error({ pod: podName(pod), uid }, `removing redirection failed: ${errorMessage(e)}`);
@@ -300,6 +326,24 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     await this.#annotate(pod, null);
     this.#log.info({ pod: podName(pod), uid }, `un-enrolled: ${why}`);
     this.emit('state', uid, 'removed');
+  }
+
+  async #removeRules(pod: V1Pod, uid: string, fd: number): Promise<void> {
+    try {
+      await this.#o.redirector.remove(fdPath(fd));
+    } catch (e) {
+      this.#log.error({ pod: podName(pod), uid }, `removing redirection failed: ${errorMessage(e)}`);
+    }
+    closeFd(fd);
+  }
+
+  /** A pod leaving the mesh came back before its drain ended: its rules are re-applied whole. */
+  #cancelRelease(uid: string): void {
+    const r = this.#releasing.get(uid);
+    if (r === undefined) return;
+    clearTimeout(r.timer);
+    closeFd(r.fd);
+    this.#releasing.delete(uid);
   }
 
   async #annotate(pod: V1Pod, value: 'enabled' | 'pending' | null): Promise<void> {
@@ -335,6 +379,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     const uid = pod.metadata?.uid;
     if (uid === undefined) return;
     void this.#serialize(uid, async () => {
+      this.#cancelRelease(uid);
       if (this.#held.has(uid)) await this.#unenrol(pod, uid, 'pod deleted');
       else await this.#o.zds.delWorkload(uid).catch(() => undefined);
       await this.#o.registry.delete(uid);
@@ -407,7 +452,11 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     }
   }
 
-  #retryPending(): void {
+  /**
+   * Offers every pending pod to ztunnel again now (also done every pendingRetryMs). Called when
+   * a ztunnel has taken the snapshot, so pods it acked there turn enabled without waiting.
+   */
+  retryPending(): void {
     for (const [uid, held] of this.#held) {
       if (held.state !== 'pending') continue;
       const pod = [...this.#o.view.pods()].find((p) => p.metadata?.uid === uid);

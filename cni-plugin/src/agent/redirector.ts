@@ -60,6 +60,14 @@ export class RulesRedirector implements Redirector {
     await applyRedirection(netnsPath, podRedirectOptions(pod, this.#base), this.#apply);
   }
 
+  async release(netnsPath: string, pod: V1Pod): Promise<void> {
+    await applyRedirection(
+      netnsPath,
+      { ...podRedirectOptions(pod, this.#base), capture: false },
+      this.#apply,
+    );
+  }
+
   async remove(netnsPath: string): Promise<void> {
     await removeRedirection(netnsPath, this.#base);
   }

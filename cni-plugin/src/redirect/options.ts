@@ -63,6 +63,12 @@ export interface RedirectOptions {
   dnsCapture: boolean;
   /** `ambient.istio.io/bypass-inbound-capture`: only outbound is captured. */
   bypassInboundCapture: boolean;
+  /**
+   * False renders only what established connections through ztunnel need (connection marks and
+   * the reply route) and captures nothing new: the agent's first step when a pod leaves the
+   * mesh, so its connections drain instead of breaking (ARCHITECTURE.md, un-enrolment).
+   */
+  capture: boolean;
   /** `istio.io/reroute-virtual-interfaces`: inbound TCP on these goes to the outbound port. */
   rerouteVirtualInterfaces: readonly string[];
   ports: RedirectPorts;
@@ -84,6 +90,7 @@ export const DEFAULT_REDIRECT_OPTIONS: Readonly<RedirectOptions> = Object.freeze
   ipv6: false,
   dnsCapture: false,
   bypassInboundCapture: false,
+  capture: true,
   rerouteVirtualInterfaces: Object.freeze([]),
   ports: DEFAULT_PORTS,
 });
@@ -344,6 +351,7 @@ export function resolveRedirectOptions(input: RedirectOptionsInput = {}): Readon
       'bypassInboundCapture',
       input.bypassInboundCapture ?? d.bypassInboundCapture,
     ),
+    capture: checkBool('capture', input.capture ?? d.capture),
     rerouteVirtualInterfaces: checkInterfaces(input.rerouteVirtualInterfaces ?? d.rerouteVirtualInterfaces),
     ports: Object.freeze(ports),
   });

@@ -112,8 +112,9 @@ function iptablesTables(o: Readonly<RedirectOptions>, family: IpFamily): TableRu
   }
   const nat: TableRules = { table: 'nat', jumps, output: natOutput, prert: natPrert };
 
-  const tables = [mangle, nat];
-  if (o.dnsCapture) {
+  // Not capturing: only the mangle table (marks for replies on established connections).
+  const tables = o.capture ? [mangle, nat] : [mangle];
+  if (o.dnsCapture && o.capture) {
     // Proxy⇄upstream DNS in its own conntrack zone (istio/istio#33469).
     tables.push({
       table: 'raw',
@@ -247,6 +248,8 @@ function nftTables(o: Readonly<RedirectOptions>): { name: string; chains: NftCha
       ],
     },
   ];
+  // Not capturing: only the mangle table (marks for replies on established connections).
+  if (!o.capture) return tables.filter((t) => t.name === NFT_MANGLE_TABLE);
   if (o.dnsCapture) {
     tables.push({
       name: NFT_RAW_TABLE,

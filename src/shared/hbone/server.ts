@@ -275,6 +275,8 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
     this.#sockets.add(socket);
     socket.once('close', () => {
       this.#sockets.delete(socket);
+      // A socket that closes mid-handshake may be the last thing close() is waiting for.
+      this.#checkIdle();
     });
     this.#h2.emit('connection', socket);
   }

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Typed wrapper around the mesh_native Node-API addon (mesh_native.c, built by
 // scripts/build-native.sh into build/native/mesh_native.node): network namespaces, SO_MARK,
-// IP_TRANSPARENT/IP_FREEBIND before bind/connect, and SO_ORIGINAL_DST (DESIGN.md decision 4).
+// IP_TRANSPARENT/IP_FREEBIND before bind/connect, SO_ORIGINAL_DST (DESIGN.md decision 4), and the
+// ZDS transport (spec 2.6): Unix SOCK_SEQPACKET sockets with SCM_RIGHTS, SO_PEERCRED, the
+// NS_GET_NSTYPE check, and event-loop readiness of those fds (pollStart).
 //
 // The addon is loaded lazily on first use, so importing this module never throws on a machine
 // without it; the first call throws MeshError NATIVE_ERR_UNSUPPORTED (not Linux) or
@@ -57,11 +59,48 @@ export interface OriginalDst {
   family: 4 | 6;
 }
 
+/** The credentials of a Unix socket's peer (SO_PEERCRED), as of its connect() or listen(). */
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** A connection taken from a listening SOCK_SEQPACKET socket, with its peer's credentials. */
+export interface AcceptedSeqpacket extends PeerCredentials {
+  fd: number;
+}
+
+/** One received datagram and the descriptors it carried (now owned by the caller). */
+export interface ReceivedDatagram {
+  data: Buffer;
+  fds: number[];
+  /** The peer closed the connection (a read of 0 bytes with no descriptors). */
+  eof: boolean;
+}
+
+/** The namespace kinds ioctl(NS_GET_NSTYPE) reports. */
+export type NamespaceKind = 'net' | 'mnt' | 'pid' | 'user' | 'uts' | 'ipc' | 'cgroup' | 'unknown';
+
+/** Opaque handle of a libuv poll watcher (pollStart). */
+export interface PollWatcher {
+  readonly __brand: 'PollWatcher';
+}
+
+/** Poll event bits: the fd is readable (or at EOF / in error). */
+export const POLL_READABLE = 1;
+/** Poll event bits: the fd is writable. */
+export const POLL_WRITABLE = 2;
+
+/** Called on the event loop when a watched fd is ready; `err` when polling itself failed. */
+export type PollCallback = (err: Error | null, events: number) => void;
+
 /** The addon's exports, as implemented in mesh_native.c. */
 export interface NativeAddon {
   openNetns(path: string): number;
   currentNetns(): number;
   closeFd(fd: number): void;
+  dupFd(fd: number): number;
   netnsInode(fd: number): number;
   socketNetnsInode(fd: number): number;
   listenTcp(opts: ListenTcpOptions): number;
@@ -70,6 +109,17 @@ export interface NativeAddon {
   setMark(fd: number, mark: number): void;
   getMark(fd: number): number;
   setTransparent(fd: number, on: boolean): void;
+  namespaceType(fd: number): NamespaceKind | null;
+  writeNetSysctl(netnsFd: number, key: string, value: string): void;
+  seqpacketListen(path: string, mode: number, backlog: number): number;
+  seqpacketConnect(path: string): number;
+  seqpacketAccept(fd: number): AcceptedSeqpacket | null;
+  seqpacketSend(fd: number, data: Uint8Array, passFd: number): boolean;
+  seqpacketRecv(fd: number, maxBytes: number, maxFds: number): ReceivedDatagram | null;
+  peerCredentials(fd: number): PeerCredentials;
+  pollStart(fd: number, events: number, callback: PollCallback): PollWatcher;
+  pollUpdate(watcher: PollWatcher, events: number): void;
+  pollClose(watcher: PollWatcher): void;
 }
 
 /** A failed system call inside the addon. `code` is the errno name, as in Node's own errors. */
@@ -164,6 +214,23 @@ function hintFor(code: string, syscall: string): string {
       return 'connection tracking is not active in this network namespace (no nat rule installed, or nf_conntrack not loaded), so no connection was redirected here';
     }
   }
+  if (syscall === 'connect(AF_UNIX)') {
+    if (code === 'ECONNREFUSED') {
+      return 'nothing listens on this socket: the node agent is not running or is restarting (ztunnel retries with backoff)';
+    }
+    if (code === 'ENOENT')
+      return 'the socket file does not exist yet: the node agent has not started listening';
+    if (code === 'EAGAIN') return 'the listener’s backlog is full; retry';
+  }
+  if (syscall === 'uv_poll_init' && code === 'EPERM') {
+    return 'this fd cannot be polled (a regular file or a device): only sockets, pipes and the like can';
+  }
+  if (syscall === 'bind(AF_UNIX)' && code === 'EADDRINUSE') {
+    return 'the socket file already exists; remove it only when no process is listening on it';
+  }
+  if (syscall === 'recvmsg' && code === 'EMSGSIZE') {
+    return 'the peer sent a datagram larger than allowed or with too many file descriptors (ZDS: below 1 KiB, at most one fd)';
+  }
   switch (code) {
     case 'EPERM':
     case 'EACCES':
@@ -200,17 +267,22 @@ function isErrnoLike(err: unknown): err is Error & ErrnoLike {
   return typeof e.code === 'string' && typeof e.syscall === 'string' && typeof e.errno === 'number';
 }
 
+/** An errno error from the addon as a NativeError with an operator hint; others unchanged. */
+function asNativeError(err: unknown): unknown {
+  if (!isErrnoLike(err)) return err;
+  const hint = hintFor(err.code, err.syscall);
+  return new NativeError(err.code, err.syscall, err.errno, hint ? `${err.message}; ${hint}` : err.message, {
+    cause: err,
+  });
+}
+
 /** Runs one addon call, turning its errno errors into NativeError with a hint. */
 function call<T>(fn: (n: NativeAddon) => T): T {
   const n = native();
   try {
     return fn(n);
   } catch (err) {
-    if (!isErrnoLike(err)) throw err;
-    const hint = hintFor(err.code, err.syscall);
-    throw new NativeError(err.code, err.syscall, err.errno, hint ? `${err.message}; ${hint}` : err.message, {
-      cause: err,
-    });
+    throw asNativeError(err);
   }
 }
 
@@ -226,6 +298,11 @@ export function currentNetns(): number {
 
 export function closeFd(fd: number): void {
   call((n) => n.closeFd(fd));
+}
+
+/** A close-on-exec duplicate of `fd` (same open file, new number). Close it with closeFd. */
+export function dupFd(fd: number): number {
+  return call((n) => n.dupFd(fd));
 }
 
 /** Inode of a netns fd; equal inodes mean the same namespace (spec 2.6: Add with the same netns). */
@@ -271,6 +348,91 @@ export function getMark(fd: number): number {
 
 export function setTransparent(fd: number, on: boolean): void {
   call((n) => n.setTransparent(fd, on));
+}
+
+/**
+ * The kind of namespace an fd refers to (ioctl NS_GET_NSTYPE), or null when the fd is open but is
+ * not a namespace file. Throws EBADF for a closed fd.
+ */
+export function namespaceType(fd: number): NamespaceKind | null {
+  return call((n) => n.namespaceType(fd));
+}
+
+/** True when `fd` is a network namespace (spec 2.6: ztunnel checks every fd it receives). */
+export function isNetnsFd(fd: number): boolean {
+  return namespaceType(fd) === 'net';
+}
+
+/**
+ * Writes /proc/sys/net/<key> inside the network namespace `netnsFd` (entering it only for the
+ * open, as for sockets). Needs CAP_NET_ADMIN over that namespace.
+ */
+export function writeNetSysctl(netnsFd: number, key: string, value: string): void {
+  call((n) => n.writeNetSysctl(netnsFd, key, value));
+}
+
+/**
+ * A listening, non-blocking, close-on-exec Unix SOCK_SEQPACKET socket bound at `path`, whose file
+ * gets `mode` before listen() (0o600 for a root-only privilege boundary). EADDRINUSE when the
+ * file exists: deciding whether it is stale is the caller's job.
+ */
+export function seqpacketListen(path: string, mode: number, backlog = 16): number {
+  return call((n) => n.seqpacketListen(path, mode, backlog));
+}
+
+/** A connected, non-blocking, close-on-exec SOCK_SEQPACKET socket (ECONNREFUSED, ENOENT, EAGAIN). */
+export function seqpacketConnect(path: string): number {
+  return call((n) => n.seqpacketConnect(path));
+}
+
+/** The next queued connection and its peer's credentials, or null when none is waiting. */
+export function seqpacketAccept(listenFd: number): AcceptedSeqpacket | null {
+  return call((n) => n.seqpacketAccept(listenFd));
+}
+
+/**
+ * Sends one datagram, with `passFd` (a duplicate of it, for the peer) as SCM_RIGHTS when given.
+ * Returns false, having sent nothing, when the socket buffer is full: wait for POLL_WRITABLE.
+ */
+export function seqpacketSend(fd: number, data: Uint8Array, passFd?: number): boolean {
+  return call((n) => n.seqpacketSend(fd, data, passFd ?? -1));
+}
+
+/**
+ * Receives one datagram into a `maxBytes` buffer with room for `maxFds` descriptors (received
+ * close-on-exec). Null when nothing is queued. A longer datagram (MSG_TRUNC) or more descriptors
+ * (MSG_CTRUNC) throws NativeError EMSGSIZE, with any descriptor that did arrive already closed.
+ */
+export function seqpacketRecv(fd: number, maxBytes: number, maxFds: number): ReceivedDatagram | null {
+  return call((n) => n.seqpacketRecv(fd, maxBytes, maxFds));
+}
+
+/** SO_PEERCRED of a connected Unix socket. */
+export function peerCredentials(fd: number): PeerCredentials {
+  return call((n) => n.peerCredentials(fd));
+}
+
+/**
+ * Watches `fd` on Node's event loop (a libuv poll handle): `callback` runs when it becomes
+ * readable / writable per `events` (POLL_READABLE | POLL_WRITABLE; 0 waits for nothing yet).
+ * An active watcher keeps the process alive. pollClose it before closing the fd.
+ */
+export function pollStart(fd: number, events: number, callback: PollCallback): PollWatcher {
+  return call((n) =>
+    n.pollStart(fd, events, (err, ready) => {
+      callback(err === null ? null : (asNativeError(err) as Error), ready);
+    }),
+  );
+}
+
+/** Changes what `watcher` waits for (0: nothing, until the next update). */
+export function pollUpdate(watcher: PollWatcher, events: number): void {
+  call((n) => n.pollUpdate(watcher, events));
+}
+
+/** Stops `watcher` for good; idempotent. */
+export function pollClose(watcher: PollWatcher): void {
+  call((n) => n.pollClose(watcher));
 }
 
 /**

@@ -2,7 +2,13 @@
 // The in-pod workload manager (spec §2.6): keeps one WorkloadProxy per enrolled pod, keyed by the
 // Kubernetes pod UID. add() starts the pod's proxy inside its netns; a failed start leaves the pod
 // pending and retries every 5 s (upstream NACKs and retries the same way); del() tears the proxy
-// down at once. Fed by the static in-pod list today and by ZDS from the node agent later.
+// down at once; retain() is the ZDS snapshot reconcile. Fed by the static in-pod list
+// (INPOD_WORKLOADS) or by ZDS from the node agent (zds-client.ts).
+//
+// A netns handed over as an fd (ZDS, SCM_RIGHTS) belongs to the manager from the moment add() is
+// called: it is closed when the pod is deleted, replaced by another netns, re-added with the same
+// netns (the new duplicate is dropped), or when add() fails before the pod is recorded.
+import { closeSync } from 'node:fs';
 import { EventEmitter } from 'eventemitter3';
 import { errorMessage } from '../../../src/shared/errors.ts';
 import type { PodInfo, ProxyContext } from '../proxy/context.ts';
@@ -22,10 +28,13 @@ export interface WorkloadManagerOptions {
   readonly socketFactory: (netns: NetnsRef) => ManagedSocketFactory;
   readonly ports?: WorkloadProxyPorts;
   readonly retryMs?: number;
+  /** How long a deleted pod's established connections may drain (default 5 s; 0: cut at once, del resolves after). */
+  readonly delDrainMs?: number;
 }
 
 interface Entry {
   readonly info: PodInfo;
+  readonly netns: NetnsRef;
   readonly sockets: ManagedSocketFactory;
   proxy: WorkloadProxy | undefined;
   state: 'Pending' | 'Up';
@@ -38,28 +47,50 @@ export interface WorkloadManagerEvents {
   pending: (count: number) => void;
 }
 
+/** Closes a netns fd the manager was handed (a path netns is opened and closed by its factory). */
+function releaseNetns(netns: NetnsRef): void {
+  if ('fd' in netns) closeSync(netns.fd);
+}
+
+function release(e: Entry): void {
+  e.sockets.close();
+  releaseNetns(e.netns);
+}
+
 export class WorkloadManager extends EventEmitter<WorkloadManagerEvents> {
   readonly #ctx: ProxyContext;
   readonly #opts: Required<WorkloadManagerOptions>;
   readonly #entries = new Map<string, Entry>();
+  /** Proxies of deleted pods still draining their connections. */
+  readonly #draining = new Set<Promise<void>>();
 
   constructor(ctx: ProxyContext, opts: WorkloadManagerOptions) {
     super();
     this.#ctx = ctx;
-    this.#opts = { ports: DEFAULT_PROXY_PORTS, retryMs: 5000, ...opts };
+    this.#opts = { ports: DEFAULT_PROXY_PORTS, retryMs: 5000, delDrainMs: 5000, ...opts };
   }
 
   /**
    * Enrols a pod. Resolves when its proxy is up; rejects when the start failed (the pod stays
    * pending and is retried). Adding a uid again with the same netns is a no-op; with another
-   * netns the old proxy is removed first (spec §2.6 step 6).
+   * netns the old proxy is removed first (spec §2.6 step 6). Takes ownership of an fd netns.
    */
   async add(info: PodInfo, netns: NetnsRef): Promise<void> {
-    const sockets = this.#opts.socketFactory(netns);
+    let sockets: ManagedSocketFactory | undefined;
+    let sameNetns: boolean;
     const existing = this.#entries.get(info.uid);
+    try {
+      sockets = this.#opts.socketFactory(netns);
+      sameNetns = existing !== undefined && existing.sockets.netnsInode() === sockets.netnsInode();
+    } catch (err) {
+      sockets?.close();
+      releaseNetns(netns);
+      throw err;
+    }
     if (existing !== undefined) {
-      if (existing.sockets.netnsInode() === sockets.netnsInode()) {
+      if (sameNetns) {
         sockets.close();
+        releaseNetns(netns);
         if (existing.state === 'Up') return;
         await this.#start(existing);
         return;
@@ -68,6 +99,7 @@ export class WorkloadManager extends EventEmitter<WorkloadManagerEvents> {
     }
     const entry: Entry = {
       info,
+      netns,
       sockets,
       proxy: undefined,
       state: 'Pending',
@@ -79,18 +111,45 @@ export class WorkloadManager extends EventEmitter<WorkloadManagerEvents> {
     await this.#start(entry);
   }
 
-  /** Removes a pod: its proxy is torn down immediately, with no drain (spec security §3.1). */
+  /**
+   * Removes a pod: its listeners close at once; its established connections drain for up to
+   * `delDrainMs` in the background, then are cut. Upstream cuts them at once (the pod is usually
+   * being deleted, its veth already gone); draining costs nothing then, and it lets a running
+   * pod that leaves the mesh keep its connections (ARCHITECTURE.md, un-enrolment).
+   */
   async del(uid: string): Promise<void> {
     const e = this.#entries.get(uid);
     if (e === undefined) return;
     this.#entries.delete(uid);
     if (e.retry) clearTimeout(e.retry);
-    if (e.proxy) {
-      await e.proxy.stop(0);
-      this.#ctx.metrics.proxiesStopped.inc();
-    }
-    e.sockets.close();
+    const proxy = e.proxy;
     this.#updateGauges();
+    if (proxy === undefined) {
+      release(e);
+      return;
+    }
+    this.#ctx.metrics.proxiesStopped.inc();
+    const drained = proxy.stop(this.#opts.delDrainMs).finally(() => release(e));
+    if (this.#opts.delDrainMs === 0) {
+      await drained;
+      return;
+    }
+    this.#draining.add(drained);
+    void drained.finally(() => this.#draining.delete(drained));
+  }
+
+  /**
+   * ZDS snapshot reconcile (spec §2.6 step 3): removes, like del(), every pod whose uid is not in
+   * `keep` — running or still pending. Returns the removed uids.
+   */
+  async retain(keep: ReadonlySet<string>): Promise<string[]> {
+    const gone = this.uids().filter((uid) => !keep.has(uid));
+    await Promise.all(gone.map((uid) => this.del(uid)));
+    return gone;
+  }
+
+  has(uid: string): boolean {
+    return this.#entries.has(uid);
   }
 
   uids(): string[] {
@@ -129,13 +188,14 @@ export class WorkloadManager extends EventEmitter<WorkloadManagerEvents> {
   async stopAll(deadlineMs: number): Promise<void> {
     const entries = [...this.#entries.values()];
     this.#entries.clear();
-    await Promise.allSettled(
-      entries.map(async (e) => {
+    await Promise.allSettled([
+      ...this.#draining,
+      ...entries.map(async (e) => {
         if (e.retry) clearTimeout(e.retry);
         await e.proxy?.stop(deadlineMs);
-        e.sockets.close();
+        release(e);
       }),
-    );
+    ]);
     this.#updateGauges();
   }
 

@@ -37,11 +37,15 @@ class RecordingZds implements ZdsPort {
 
 class RecordingRedirector implements Redirector {
   readonly applied: string[] = [];
+  readonly released: string[] = [];
   readonly removed: string[] = [];
   failWith: Error | undefined;
   async apply(netnsPath: string): Promise<void> {
     if (this.failWith) throw this.failWith;
     this.applied.push(netnsPath);
+  }
+  async release(netnsPath: string): Promise<void> {
+    this.released.push(netnsPath);
   }
   async remove(netnsPath: string): Promise<void> {
     this.removed.push(netnsPath);
@@ -88,6 +92,7 @@ async function rig(t: Test, prepare?: (view: MemoryClusterView) => void): Promis
       logger: new Logger({ level: 'silent' }),
       pendingRetryMs: 50,
       podLookupMs: 200,
+      releaseDrainMs: 150,
     });
     agents.push(a);
     await a.start();
@@ -252,7 +257,13 @@ t.test('D.63: labels toggled on a running pod enrol and un-enrol it in place', a
   });
   await waitFor(() => r.agent.snapshot().length === 0, 'un-enrolment');
   t.same(r.zds.dels, ['uid-a'], 'ztunnel lets go first');
-  t.equal(r.redirector.removed.length, 1, 'rules removed');
+  t.equal(
+    r.redirector.released.length,
+    1,
+    'capture stops at once (established connections keep their routing)',
+  );
+  t.equal(r.redirector.removed.length, 0, 'the rest stays while connections drain');
+  await waitFor(() => r.redirector.removed.length === 1, 'the rules to go after the drain');
   await waitFor(() => annotationOf(r.view, 'apps/a') === undefined, 'annotation removal');
 
   const off = r.view.podsByKey.get('apps/a')!;
@@ -263,7 +274,26 @@ t.test('D.63: labels toggled on a running pod enrol and un-enrol it in place', a
 
   r.view.setNamespace({ metadata: { name: 'apps', labels: {} } });
   await waitFor(() => r.agent.snapshot().length === 0, 'namespace opt-out');
-  t.equal(r.redirector.removed.length, 2);
+  await waitFor(() => r.redirector.removed.length === 2, 'the rules to go after the drain');
+  t.pass('rules removed after the namespace opted out');
+});
+
+t.test('a pod back in the mesh before its drain ended keeps its rules', async (t) => {
+  const r = await rig(t);
+  r.view.setPod(pod('a'));
+  await r.agent.handleAdd({ podNamespace: 'apps', podName: 'a', netns: NETNS });
+  const running = r.view.podsByKey.get('apps/a')!;
+  r.view.setPod({
+    ...running,
+    metadata: { ...running.metadata, labels: { 'istio.io/dataplane-mode': 'none' } },
+  });
+  await waitFor(() => r.redirector.released.length === 1, 'the release');
+  const off = r.view.podsByKey.get('apps/a')!;
+  r.view.setPod({ ...off, metadata: { ...off.metadata, labels: {} } });
+  await waitFor(() => annotationOf(r.view, 'apps/a') === 'enabled', 're-enrolment');
+  await new Promise((res) => setTimeout(res, 400));
+  t.equal(r.redirector.removed.length, 0, 'the pending removal was cancelled');
+  t.equal(r.redirector.applied.length, 2, 'full rules applied again');
 });
 
 t.test('a pod that was not in the mesh at ADD is enrolled when its namespace opts in', async (t) => {

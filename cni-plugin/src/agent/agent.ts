@@ -88,6 +88,8 @@ export interface NodeAgentOptions {
    * keep their reply routing before the last rules go (default 10 s: ztunnel drains for 5 s).
    */
   readonly releaseDrainMs?: number;
+  /** Finds the netns of a running pod with no CNI ADD on record (proc-netns.ts in a cluster). */
+  readonly findNetns?: (uid: string) => string | undefined;
 }
 
 export interface NodeAgentEvents {
@@ -394,10 +396,11 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     const want = decideEnrolment(pod, ns, this.#o.policy);
     const held = this.#held.get(uid);
     if (want.enrol && held === undefined) {
-      const netns = this.#netnsOf(uid);
+      // A pod we never saw an ADD for predates the agent (or the mesh): find it through /proc.
+      // One still being created has no process yet; its ADD is on the way.
+      const netns =
+        this.#netnsOf(uid) ?? (pod.status?.phase === 'Running' ? this.#o.findNetns?.(uid) : undefined);
       if (netns === undefined) {
-        // Sandboxes are enrolled at CNI ADD; a pod we never saw an ADD for is one still being
-        // created (its ADD is on the way) or one from before the agent was installed.
         this.#log.debug({ pod: podName(pod), uid }, 'should be enrolled; waiting for its CNI ADD');
         return;
       }

@@ -25,6 +25,7 @@ import { KubeClusterView } from './kube-view.ts';
 import { ManifestClusterView } from './manifest-view.ts';
 import { AgentNotReadyError, startPluginEventServer } from './plugin-events.ts';
 import { PodRegistry } from './pod-registry.ts';
+import { findPodNetns } from './proc-netns.ts';
 import { RulesRedirector } from './redirector.ts';
 import { ZdsServer } from './zds-server.ts';
 
@@ -75,6 +76,9 @@ async function run(cfg: AgentConfig, log: Logger): Promise<void> {
     redirector,
     policy: { excludedNamespaces: cfg.excludedNamespaces },
     logger: log,
+    // In a cluster, pods that predate the agent are found through /proc; local mode's pods all
+    // come through the CNI chain.
+    ...(cfg.manifestDirs === undefined && { findNetns: (uid: string) => findPodNetns(uid) }),
   });
   await agent.start();
   const zds = ZdsServer.listen({ path: cfg.ztunnelUds, snapshot: () => agent.snapshot(), logger: log });

@@ -93,6 +93,7 @@ async function rig(t: Test, prepare?: (view: MemoryClusterView) => void): Promis
       pendingRetryMs: 50,
       podLookupMs: 200,
       releaseDrainMs: 150,
+      findNetns: (uid) => (uid === 'uid-predates' ? NETNS : undefined),
     });
     agents.push(a);
     await a.start();
@@ -347,4 +348,14 @@ t.test('a deleted pod is dropped from ztunnel and from memory', async (t) => {
   await waitFor(() => PodRegistry.load(r.registryPath).all().length === 0, 'the registry to forget the pod');
   t.same(r.zds.dels, ['uid-a']);
   t.equal(r.agent.snapshot().length, 0);
+});
+
+t.test('a running pod that predates the agent is found through /proc and enrolled', async (t) => {
+  const r = await rig(t);
+  r.view.setPod({ ...pod('predates'), status: { phase: 'Running' } });
+  await waitFor(() => annotationOf(r.view, 'apps/predates') === 'enabled', 'enrolment');
+  t.equal(r.redirector.applied.length, 1, 'rules applied without a CNI ADD');
+  r.view.setPod({ ...pod('unknown'), status: { phase: 'Running' } });
+  await new Promise((res) => setTimeout(res, 200));
+  t.equal(annotationOf(r.view, 'apps/unknown'), undefined, 'a pod whose netns cannot be found waits');
 });

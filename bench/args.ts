@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Command-line options of `npm run bench` (bench/main.ts). Pure, so the unit test can check it.
 import { MeshError } from '../src/shared/errors.ts';
+import { FULL_PODS, QUICK_PODS } from './enrolment/shape.ts';
 import { describeShape, FULL_SHAPE, QUICK_SHAPE } from './scale/shape.ts';
 
 export class UsageError extends MeshError {
@@ -48,19 +49,23 @@ export interface BenchOptions {
 }
 
 export const USAGE = `usage: npm run bench -- [options]
-  --quick               smoke run: ${QUICK_DURATION_S} s per timed metric (default ${DEFAULT_DURATION_S} s), and
-                        the scale group at ${describeShape(QUICK_SHAPE)}
+  --quick               smoke run: ${QUICK_DURATION_S} s per timed metric (default ${DEFAULT_DURATION_S} s), the
+                        scale group at ${describeShape(QUICK_SHAPE)}, the enrolment group at
+                        ${QUICK_PODS} pods per column
   --paths a,b,...       paths or groups to measure (default: all): direct, stunnel, hbone (group
                         loopback); pod-direct, pod-stunnel, ztunnel (group netns, needs root);
                         controller (group scale: the controller under simulated ztunnels,
-                        ${describeShape(FULL_SHAPE)}).
-                        A group's baseline (direct, pod-direct) is always added, ratios need it
+                        ${describeShape(FULL_SHAPE)}); unenrolled, enrolled (group enrolment,
+                        needs root: ${FULL_PODS} pods each through a local cluster's CNI chain).
+                        A group's baseline (direct, pod-direct, unenrolled) is always added,
+                        ratios need it
   --metrics a,b,...     ${METRIC_GROUPS.join(', ')} (cpu = rps; default: all); for the
-                        data-path groups: the scale group always reports all of its rows
+                        data-path groups: the scale and enrolment groups always report all of
+                        their rows
   --json FILE           also write one JSON object per line and metric to FILE
   --duration SECONDS    length of each timed measurement window
   --rounds N            repeat the timed metrics N times, interleaved, and report medians (default 1;
-                        the scale group runs once)
+                        the scale and enrolment groups run once)
   --connections N       idle connections held for the memory metric (default ${DEFAULT_HOLD_CONNECTIONS})
   --help                this text`;
 

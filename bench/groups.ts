@@ -4,10 +4,11 @@
 // the same run on the same machine). Loopback paths are compared with `direct`, the pod paths in
 // network namespaces with `pod-direct`. The scale group is not a data path: its one column,
 // `controller`, is the controller under simulated ztunnels (bench/scale/), reported in absolute
-// values against the PERFORMANCE.md controller floors. Pure, so the unit tests and args.ts can
-// use it.
+// values against the PERFORMANCE.md controller floors. The enrolment group is not a data path
+// either: pods created through a local cluster's CNI chain (bench/enrolment/), `enrolled` against
+// `unenrolled`. Pure, so the unit tests and args.ts can use it.
 
-export type PathGroupName = 'loopback' | 'netns' | 'scale';
+export type PathGroupName = 'loopback' | 'netns' | 'scale' | 'enrolment';
 
 export interface PathGroup {
   readonly name: PathGroupName;
@@ -39,6 +40,13 @@ export const PATH_GROUPS: readonly PathGroup[] = [
       'scale group: the controller (child process) fed by a Kubernetes API stand-in, serving simulated ztunnels over WDS',
     baseline: 'controller',
     needsRoot: false,
+  },
+  {
+    name: 'enrolment',
+    title:
+      'enrolment group: pods created one at a time through the CNI chain of a 1-node local cluster (bridge → loopback → ambient-cni → node agent → ztunnel)',
+    baseline: 'unenrolled',
+    needsRoot: true,
   },
 ];
 

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // `npm run bench`: measures every path in one run, group by group (bench/groups.ts): the
 // loopback group (direct, stunnel, hbone), as root the network-namespace group (pod-direct,
-// pod-stunnel, ztunnel: pods on two nodes of the test bed), and the scale group (the controller
-// with 10k pods, 1k services and 100 simulated ztunnels: bench/scale/). Reports absolute values,
-// ratios to the group's baseline (direct, pod-direct) measured in the same run, and the
-// PERFORMANCE.md floors for the mesh paths and the controller. Method: PERFORMANCE.md B.1–B.4,
-// DESIGN.md §5.
+// pod-stunnel, ztunnel: pods on two nodes of the test bed), the scale group (the controller
+// with 10k pods, 1k services and 100 simulated ztunnels: bench/scale/) and, as root, the
+// enrolment group (pods through a local cluster's CNI chain, enrolled against unenrolled:
+// bench/enrolment/). Reports absolute values, ratios to the group's baseline (direct,
+// pod-direct, unenrolled) measured in the same run, and the PERFORMANCE.md floors for the mesh
+// paths, the controller and pod enrolment. Method: PERFORMANCE.md B.1–B.4, DESIGN.md §5.
 //
 // Within a group metrics are interleaved (for each metric: the baseline, then each path) so drift
 // on this shared 2-core machine hits every path alike. Every child runs in its own process group
@@ -30,7 +31,9 @@ import {
   type Timing,
   type WarmUpShape,
 } from './measure.ts';
-import { needsRootReason, PATH_GROUPS, pathGroup, type PathGroup } from './groups.ts';
+import { measureEnrolment, sweepEnrolmentClusterSync } from './enrolment/group.ts';
+import { ENROLMENT_COLUMNS } from './enrolment/shape.ts';
+import { needsRootReason, PATH_GROUPS, type PathGroup } from './groups.ts';
 import { PATHS } from './paths/index.ts';
 import { sweepOwnTestbedsSync } from './paths/pods.ts';
 import { ProcessRegistry, softLimit } from './procs.ts';
@@ -210,12 +213,19 @@ function moduleOf(name: string): PathModule {
   return mod;
 }
 
-const baselineOf = (path: string): string =>
-  path === SCALE_PATH ? SCALE_PATH : pathGroup(moduleOf(path).group).baseline;
-
-/** The paths of a group: the registered path modules, or the scale group's one column. */
+/** The paths of a group: the registered path modules, or the columns of the scale and enrolment groups. */
 const groupPaths = (group: PathGroup): string[] =>
-  group.name === 'scale' ? [SCALE_PATH] : PATHS.filter((p) => p.group === group.name).map((p) => p.name);
+  group.name === 'scale'
+    ? [SCALE_PATH]
+    : group.name === 'enrolment'
+      ? [...ENROLMENT_COLUMNS]
+      : PATHS.filter((p) => p.group === group.name).map((p) => p.name);
+
+const baselineOf = (path: string): string => {
+  const group = PATH_GROUPS.find((g) => groupPaths(g).includes(path));
+  if (group === undefined) throw new Error(`path ${path} is in no group`);
+  return group.baseline;
+};
 
 /** Starts, warms and measures one group's paths (interleaved per metric), then closes them. */
 async function runGroup(st: RunState, group: PathGroup, paths: readonly string[]): Promise<void> {
@@ -423,6 +433,36 @@ async function runScale(st: RunState): Promise<void> {
   }
 }
 
+/** The enrolment group: one run of the enrolment scenario (bench/enrolment/), both columns at once. */
+async function runEnrolment(st: RunState, paths: readonly string[]): Promise<void> {
+  const dir = join(st.tmp, 'enrolment');
+  mkdirSync(dir, { recursive: true });
+  log(`enrolment group: ${paths.join(', ')}${st.opts.quick ? ' (quick: fewer pods)' : ''}`);
+  try {
+    const m = await measureEnrolment({
+      quick: st.opts.quick,
+      tmpDir: dir,
+      spawn: (label, command, args, spec) => st.procs.spawn(label, command, args, spec),
+      shared: (key, create) => st.resources.get(key, create),
+      log: (msg) => log(`enrolment: ${msg}`),
+      stopping: st.stopping,
+    });
+    for (const [path, values] of m.values) {
+      for (const metric of METRIC_NAMES) {
+        const v = values[metric];
+        if (v !== undefined) st.collector.add(path, metric, v);
+      }
+      st.status.set(path, { kind: 'ok' });
+    }
+    st.notes.push(...m.notes.map((n) => `enrolment: ${n}`));
+  } catch (err) {
+    const msg = `enrolment: run failed: ${errorMessage(err)}`;
+    st.problems.push(msg);
+    log(msg);
+    for (const p of paths) st.status.set(p, { kind: 'failed', reason: errorMessage(err) });
+  }
+}
+
 async function run(
   opts: BenchOptions,
   procs: ProcessRegistry,
@@ -470,6 +510,7 @@ async function run(
     groups.push({ group, paths });
     try {
       if (group.name === 'scale') await runScale(st);
+      else if (group.name === 'enrolment') await runEnrolment(st, paths);
       else await runGroup(st, group, paths);
     } finally {
       // The group's test beds (namespaces, pods, ztunnels, backends in pods).
@@ -488,8 +529,9 @@ async function run(
       continue;
     }
     if (group.name !== 'scale') {
+      const added = group.name === 'enrolment' ? 'added_*' : 'added_rtt_*';
       out.push(
-        `ratios (×) are path / ${group.baseline} measured in this run; added_rtt_* = path − ${group.baseline}`,
+        `ratios (×) are path / ${group.baseline} measured in this run; ${added} = path − ${group.baseline}`,
       );
     }
     out.push('', formatTable(paths, records, st.status, group.baseline), '');
@@ -545,7 +587,7 @@ async function main(): Promise<number> {
     rmSync(tmp, { recursive: true, force: true });
     // Last resort for the test beds (normally already destroyed): our own namespaces only.
     if (resources.used) {
-      const left = sweepOwnTestbedsSync();
+      const left = [...sweepOwnTestbedsSync(), ...sweepEnrolmentClusterSync()];
       if (left.length > 0) log(`removed leftover namespaces: ${left.join(', ')}`);
     }
   };

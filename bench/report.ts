@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The bench's output: the metric catalogue (stable snake_case names and units), the JSON-lines
 // record format, ratios against each path's baseline (`direct` on loopback, `pod-direct` in the
-// netns group: the JSON field keeps the name ratio_to_direct; the scale group's `controller` has
-// no baseline and no ratios), the PERFORMANCE.md floor check and the text table. Pure, so
-// test/unit/bench/report.test.ts can check it.
+// netns group, `unenrolled` in the enrolment group: the JSON field keeps the name
+// ratio_to_direct; the scale group's `controller` has no baseline and no ratios), the
+// PERFORMANCE.md floor check and the text table. Pure, so test/unit/bench/report.test.ts can
+// check it.
 
 /** Maps a path to its baseline path (the no-mesh path of its group). */
 export type BaselineOf = (path: string) => string;
@@ -11,9 +12,9 @@ const DIRECT: BaselineOf = () => 'direct';
 
 /**
  * Every metric the bench emits. `ratio: true` means ratio_to_direct = path / baseline (same run;
- * the baseline is `direct` or, for the netns group, `pod-direct`);
+ * the baseline is `direct`, `pod-direct` for the netns group, `unenrolled` for the enrolment group);
  * `ratio: false` means ratio_to_direct is null because a ratio makes no sense there: the added
- * round trip is already a difference against the baseline (whose own would be 0), a baseline
+ * round trip (and the enrolment group's added_*) is already a difference against the baseline (whose own would be 0), a baseline
  * has no tunnel processes to take memory or CPU of, and availability is a flag.
  */
 export const METRICS = {
@@ -51,6 +52,32 @@ export const METRICS = {
   controller_rss_synced: { unit: 'MB', ratio: false, label: 'controller RSS after the initial sync' },
   controller_rss_end: { unit: 'MB', ratio: false, label: 'controller RSS after the pod changes' },
   controller_rss_peak: { unit: 'MB', ratio: false, label: 'controller peak RSS (VmHWM)' },
+  // The enrolment group (bench/enrolment/): pods created one at a time through a local cluster's
+  // CNI chain, `enrolled` (ambient namespace) against `unenrolled` (outside the mesh).
+  enrol_pods: { unit: 'count', ratio: false, label: 'pods created and measured, one at a time' },
+  cni_add_p50_ms: { unit: 'ms', ratio: true, label: 'CNI ADD of the whole chain, p50' },
+  cni_add_p99_ms: { unit: 'ms', ratio: true, label: 'CNI ADD of the whole chain, p99' },
+  cni_plugin_p50_ms: { unit: 'ms', ratio: true, label: 'our plugin (ambient-cni) within the ADD, p50' },
+  cni_plugin_p99_ms: { unit: 'ms', ratio: true, label: 'our plugin (ambient-cni) within the ADD, p99' },
+  add_to_live_p50_ms: { unit: 'ms', ratio: true, label: 'ADD start → first connection answered, p50' },
+  add_to_live_p99_ms: { unit: 'ms', ratio: true, label: 'ADD start → first connection answered, p99' },
+  added_cni_add_p50_ms: { unit: 'ms', ratio: false, label: 'added CNI ADD p50 (enrolled − unenrolled)' },
+  added_cni_add_p99_ms: { unit: 'ms', ratio: false, label: 'added CNI ADD p99 (enrolled − unenrolled)' },
+  added_add_to_live_p50_ms: {
+    unit: 'ms',
+    ratio: false,
+    label: 'added ADD → answered p50 (enrolled − unenrolled)',
+  },
+  added_add_to_live_p99_ms: {
+    unit: 'ms',
+    ratio: false,
+    label: 'added ADD → answered p99 (enrolled − unenrolled)',
+  },
+  leaked_after_delete: {
+    unit: 'count',
+    ratio: false,
+    label: 'namespaces, veths, IP leases, ztunnel proxies left after deleting every pod',
+  },
 } as const satisfies Record<string, { unit: string; ratio: boolean; label: string }>;
 
 export type MetricName = keyof typeof METRICS;
@@ -215,11 +242,28 @@ export const CONTROLLER_FLOORS: readonly Floor[] = [
   },
 ];
 
+/**
+ * The pod enrolment row, checked on the enrolment group's `enrolled` column: on the time to
+ * redirection live, and on the ADD alone, which a runtime waits for before the pod's containers
+ * start (the agent answers our plugin only once ztunnel has the pod).
+ */
+export const ENROLMENT_FLOORS: readonly Floor[] = [
+  {
+    metric: 'add_to_live_p99_ms',
+    on: 'value',
+    op: '<=',
+    threshold: 200,
+    text: 'CNI ADD → redirection live p99 ≤ 200 ms',
+  },
+  { metric: 'cni_add_p99_ms', on: 'value', op: '<=', threshold: 200, text: 'CNI ADD alone p99 ≤ 200 ms' },
+];
+
 /** The floors of each path they apply to: the mesh's own paths and the controller, not the references. */
 const FLOORS_BY_PATH: Readonly<Record<string, readonly Floor[]>> = {
   hbone: FLOORS,
   ztunnel: FLOORS,
   controller: CONTROLLER_FLOORS,
+  enrolled: ENROLMENT_FLOORS,
 };
 
 /** Paths the floors apply to. */

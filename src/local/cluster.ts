@@ -229,8 +229,11 @@ async function terminate(pid: number, how: 'term' | 'kill', timeoutMs = 8000): P
   }
   const deadline = Date.now() + timeoutMs;
   while (isAlive(pid) && Date.now() < deadline) await delay(20);
-  if (isAlive(pid)) process.kill(pid, 'SIGKILL');
-  while (isAlive(pid)) await delay(20);
+  if (!isAlive(pid)) return;
+  process.kill(pid, 'SIGKILL');
+  const hard = Date.now() + 5000;
+  while (isAlive(pid) && Date.now() < hard) await delay(20);
+  if (isAlive(pid)) fail(`process ${pid} did not exit after SIGKILL (stuck in the kernel?)`);
 }
 
 /** Brings a local cluster up from `opts.manifests`. On failure everything created is removed. */
@@ -309,6 +312,9 @@ export async function upLocalCluster(opts: UpOptions): Promise<LocalCluster> {
 
   const startController = async (): Promise<void> => {
     const log = logOf('controller.log');
+    const beforeStart = existsSync(log)
+      ? readFileSync(log, 'utf8').split('serving WDS and the CA').length
+      : 0;
     const pid = daemon(
       testbed.fabric.netnsName,
       NODE_BIN,
@@ -331,17 +337,15 @@ export async function upLocalCluster(opts: UpOptions): Promise<LocalCluster> {
       log,
     );
     track({ role: 'controller', owner: 'controller', pid, netns: testbed.fabric.netnsName, log });
-    await waitFor(
-      'the controller to serve',
-      () => !isAlive(pid) || readFileSync(log, 'utf8').includes('serving WDS and the CA'),
-      60_000,
-      log,
-    );
+    // The log is appended to across restarts: wait for one more "serving" line than before.
+    const served = (): number => readFileSync(log, 'utf8').split('serving WDS and the CA').length;
+    await waitFor('the controller to serve', () => !isAlive(pid) || served() > beforeStart, 60_000, log);
     if (!isAlive(pid)) fail(`the controller exited${logTail(log)}`);
   };
 
   const startAgent = async (n: LocalNode): Promise<void> => {
     const log = logOf(`agent-${n.name}.log`);
+    const mark = existsSync(log) ? readFileSync(log, 'utf8').split('node agent ready').length : 1;
     const pid = daemon(
       n.netnsName,
       NODE_BIN,
@@ -361,7 +365,7 @@ export async function upLocalCluster(opts: UpOptions): Promise<LocalCluster> {
       log,
     );
     track({ role: 'agent', owner: n.name, pid, netns: n.netnsName, log });
-    const mark = readFileSync(log, 'utf8').split('node agent ready').length;
+
     await waitFor(
       `the node agent on ${n.name}`,
       () => !isAlive(pid) || readFileSync(log, 'utf8').split('node agent ready').length > mark,

@@ -14,6 +14,8 @@ export class MemoryClusterView extends EventEmitter<ClusterViewEvents> implement
   readonly annotations: { pod: string; annotations: Record<string, string | null> }[] = [];
   /** When set, getPod/getNamespace reject with it (an unreachable API). */
   unreachable: Error | undefined;
+  /** The next this-many annotatePod calls fail (a flaky API). */
+  failAnnotations = 0;
 
   async start(): Promise<void> {}
   async stop(): Promise<void> {}
@@ -34,6 +36,10 @@ export class MemoryClusterView extends EventEmitter<ClusterViewEvents> implement
   }
   async annotatePod(pod: V1Pod, annotations: Readonly<Record<string, string | null>>): Promise<void> {
     const key = `${pod.metadata?.namespace ?? 'default'}/${pod.metadata?.name ?? ''}`;
+    if (this.failAnnotations > 0) {
+      this.failAnnotations--;
+      throw new Error('the API server answered 503');
+    }
     this.annotations.push({ pod: key, annotations: { ...annotations } });
     const cur = this.podsByKey.get(key);
     if (cur === undefined) return;

@@ -85,7 +85,8 @@ export interface NodeAgentOptions {
   readonly podLookupMs?: number;
   /**
    * After a running pod leaves the mesh, how long its established connections through ztunnel
-   * keep their reply routing before the last rules go (default 10 s: ztunnel drains for 5 s).
+   * keep their reply routing before the last rules go. It must outlast ztunnel's drain of a
+   * deleted pod (its drain deadline); default 10 s, main.ts derives it from configuration.
    */
   readonly releaseDrainMs?: number;
   /** Finds the netns of a running pod with no CNI ADD on record (proc-netns.ts in a cluster). */
@@ -121,31 +122,64 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   #started = false;
   #stopped = false;
 
+  get #releaseDrainMs(): number {
+    return this.#o.releaseDrainMs ?? 10_000;
+  }
+
   constructor(opts: NodeAgentOptions) {
     super();
     this.#o = opts;
     this.#log = opts.logger.child({ scope: 'agent' });
   }
 
-  /** Lists the cluster, reconciles the registry against it, then follows changes. */
+  /**
+   * Lists the cluster, reconciles the registry against it, then follows changes. The listeners
+   * are attached first; events that arrive before reconcile has finished are not lost: the
+   * resync pass that ends start() re-decides every pod from the view's (by then current) cache
+   * and drops held pods the view no longer has.
+   */
   async start(): Promise<void> {
     const v = this.#o.view;
     v.on('warning', (m) => this.#log.warn({ source: 'view' }, m));
+    v.on('pod', (pod) => this.#whenStarted(() => this.#onPod(pod)));
+    v.on('podDeleted', (pod) => this.#whenStarted(() => this.#onPodDeleted(pod)));
+    v.on('namespace', (ns) => this.#whenStarted(() => this.#onNamespace(ns)));
     await v.start();
     await this.#reconcile();
-    v.on('pod', (pod) => this.#onPod(pod));
-    v.on('podDeleted', (pod) => this.#onPodDeleted(pod));
-    v.on('namespace', (ns) => this.#onNamespace(ns));
+    this.#started = true;
+    await this.#resync();
     this.#retryTimer = setInterval(() => this.retryPending(), this.#o.pendingRetryMs ?? 5000);
     this.#retryTimer.unref();
-    this.#started = true;
+  }
+
+  /** Before start() has reconciled, events are covered by its resync pass instead. */
+  #whenStarted(f: () => void): void {
+    if (this.#started && !this.#stopped) f();
+  }
+
+  /** Every pod of the view converged; held pods the view no longer has are dropped. */
+  async #resync(): Promise<void> {
+    const live = new Set<string>();
+    for (const pod of this.#o.view.pods()) {
+      const uid = pod.metadata?.uid;
+      if (uid === undefined) continue;
+      live.add(uid);
+      this.#onPod(pod);
+    }
+    for (const uid of [...this.#held.keys()]) {
+      if (live.has(uid)) continue;
+      const rec = this.#o.registry.get(uid);
+      this.#onPodDeleted({ metadata: { uid, name: rec?.name ?? '', namespace: rec?.namespace ?? '' } });
+    }
+    await Promise.allSettled([...this.#locks.values()]);
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#retryTimer) clearInterval(this.#retryTimer);
-    await Promise.allSettled([...this.#locks.values()]);
+    // No new work first, then let the work in progress finish, then let go of the namespaces.
     await this.#o.view.stop();
+    await Promise.allSettled([...this.#locks.values()]);
     // The fds go with the process; rules stay (pods keep being redirected: fail closed) and the
     // next agent re-opens the namespaces from the registry.
     for (const h of this.#held.values()) closeFd(h.fd);
@@ -200,19 +234,52 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
         `pod ${ev.podNamespace}/${ev.podName} is scheduled on ${node}, not on this node (${this.#o.nodeName})`,
       );
     }
-    const ns = await this.#lookupNamespace(ev.podNamespace, pod);
-    const decision = decideEnrolment(pod, ns, this.#o.policy);
+    const fetchedNs = await this.#lookupNamespace(ev.podNamespace, pod);
     return this.#serialize(uid, async () => {
+      // Decided here, under the pod's lock, from the freshest state: a namespace label event
+      // that landed while the lookups were in flight must not be overtaken by a stale answer.
+      let latest = pod;
+      for (const p of this.#o.view.pods()) if (p.metadata?.uid === uid) latest = p;
+      const ns = this.#o.view.namespace(ev.podNamespace) ?? fetchedNs;
+      const decision = decideEnrolment(latest, ns, this.#o.policy);
       if (!decision.enrol) {
         // Remember the sandbox anyway: a later label change can enrol the running pod.
-        await this.#remember(pod, uid, ev.netns, false);
-        this.#log.info({ pod: podName(pod), uid }, `not enrolled: ${decision.reason}`);
+        await this.#remember(latest, uid, ev.netns, false);
+        this.#log.info({ pod: podName(latest), uid }, `not enrolled: ${decision.reason}`);
         return { enrolled: false, reason: decision.reason };
       }
-      await this.#enrol(pod, uid, ev.netns);
-      this.#log.info({ pod: podName(pod), uid, netns: ev.netns }, `enrolled: ${decision.reason}`);
+      await this.#enrol(latest, uid, ev.netns);
+      this.#log.info({ pod: podName(latest), uid, netns: ev.netns }, `enrolled: ${decision.reason}`);
       return { enrolled: true, reason: decision.reason };
     });
+  }
+
+  /**
+   * CNI CHECK: is the sandbox as the agent left it? A pod outside the mesh is fine; a mesh pod
+   * must be held by the agent with this very netns (its rules installed, handed to ztunnel).
+   */
+  async handleCheck(ev: SandboxEvent): Promise<{ ok: boolean; reason?: string }> {
+    const pod = await this.#lookupPod(ev.podNamespace, ev.podName);
+    const uid = pod.metadata?.uid ?? '';
+    const ns = await this.#lookupNamespace(ev.podNamespace, pod);
+    const decision = decideEnrolment(pod, ns, this.#o.policy);
+    if (!decision.enrol) return { ok: true, reason: decision.reason };
+    const held = this.#held.get(uid);
+    if (held === undefined) {
+      return {
+        ok: false,
+        reason: `pod ${podName(pod)} belongs in the mesh (${decision.reason}) but is not enrolled`,
+      };
+    }
+    if (!sameNetns(ev.netns, held.inode)) {
+      return {
+        ok: false,
+        reason: `pod ${podName(pod)} is enrolled with another network namespace than ${ev.netns}`,
+      };
+    }
+    return held.state === 'enabled'
+      ? { ok: true }
+      : { ok: false, reason: `pod ${podName(pod)} is enrolled but ztunnel has not taken it yet (pending)` };
   }
 
   // ---- enrol / un-enrol ----
@@ -228,7 +295,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     if (existing !== undefined) {
       // A second ADD for the same pod (runtime retry): same netns → nothing to do.
       if (sameNetns(netnsPath, existing.inode)) return;
-      await this.#unenrol(pod, uid, 'sandbox replaced');
+      await this.#unenrol(pod, uid, 'sandbox replaced', 'deleted');
     }
     let fd: number;
     try {
@@ -288,7 +355,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     if (changed || state === 'enabled') this.emit('state', uid, state);
   }
 
-  async #unenrol(pod: V1Pod, uid: string, why: string): Promise<void> {
+  async #unenrol(pod: V1Pod, uid: string, why: string, mode: 'deleted' | 'leaving'): Promise<void> {
     const held = this.#held.get(uid);
     const rec = this.#o.registry.get(uid);
     // Order of spec §2.1 step 5: ztunnel lets go first, then the rules go, then the annotation.
@@ -302,7 +369,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     }
     if (held !== undefined) {
       this.#held.delete(uid);
-      if (why === 'pod deleted') {
+      if (mode === 'deleted') {
         await this.#removeRules(pod, uid, held.fd);
       } else {
         // The pod keeps running: new connections stop being captured now, established ones
@@ -313,9 +380,15 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
           this.#log.error({ pod: podName(pod), uid }, `releasing capture failed: ${errorMessage(e)}`);
         }
         const timer = setTimeout(() => {
-          this.#releasing.delete(uid);
-          void this.#serialize(uid, () => this.#removeRules(pod, uid, held.fd));
-        }, this.#o.releaseDrainMs ?? 10_000);
+          void this.#serialize(uid, async () => {
+            // Re-enrolled meanwhile (#cancelRelease removed the entry): nothing to remove.
+            if (this.#releasing.get(uid)?.timer !== timer) return;
+            this.#releasing.delete(uid);
+            await this.#removeRules(pod, uid, held.fd);
+            const r = this.#o.registry.get(uid);
+            if (r !== undefined) await this.#o.registry.set({ ...r, enrolled: false });
+          }).catch((e: unknown) => this.#log.error({ pod: podName(pod), uid }, errorMessage(e)));
+        }, this.#releaseDrainMs);
         timer.unref();
         this.#releasing.set(uid, { fd: held.fd, timer });
       }
@@ -324,8 +397,10 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
         this.#log.error({ pod: podName(pod), uid }, `removing redirection failed: ${errorMessage(e)}`);
       });
     }
-    if (rec !== undefined) await this.#o.registry.set({ ...rec, enrolled: false });
-    await this.#annotate(pod, null);
+    // While capture is released but the reply routing drains, the record stays `enrolled` (some
+    // of our rules are in the netns): a restarted agent then finishes the removal.
+    if (rec !== undefined && mode === 'deleted') await this.#o.registry.set({ ...rec, enrolled: false });
+    if (mode === 'leaving') await this.#annotate(pod, null);
     this.#log.info({ pod: podName(pod), uid }, `un-enrolled: ${why}`);
     this.emit('state', uid, 'removed');
   }
@@ -382,7 +457,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     if (uid === undefined) return;
     void this.#serialize(uid, async () => {
       this.#cancelRelease(uid);
-      if (this.#held.has(uid)) await this.#unenrol(pod, uid, 'pod deleted');
+      if (this.#held.has(uid)) await this.#unenrol(pod, uid, 'pod deleted', 'deleted');
       else await this.#o.zds.delWorkload(uid).catch(() => undefined);
       await this.#o.registry.delete(uid);
     }).catch((e: unknown) => this.#log.error({ pod: podName(pod), uid }, errorMessage(e)));
@@ -407,7 +482,17 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       await this.#enrol(pod, uid, netns, offer);
       this.#log.info({ pod: podName(pod), uid }, `enrolled running pod: ${want.reason}`);
     } else if (!want.enrol && held !== undefined) {
-      await this.#unenrol(pod, uid, want.reason);
+      await this.#unenrol(pod, uid, want.reason, 'leaving');
+    } else if (!want.enrol) {
+      // Labelled out while no agent held it (e.g. during an agent restart): our rules may still
+      // be in its netns, black-holing it now that ztunnel has dropped it. Remove them.
+      const rec = this.#o.registry.get(uid);
+      if (rec?.enrolled === true && !this.#releasing.has(uid)) {
+        if (sameNetns(rec.netnsPath, rec.netnsInode)) await this.#o.redirector.remove(rec.netnsPath);
+        await this.#o.registry.set({ ...rec, enrolled: false });
+        await this.#annotate(pod, null);
+        this.#log.info({ pod: podName(pod), uid }, `removed leftover redirection: ${want.reason}`);
+      }
     } else if (held !== undefined) {
       held.info = workloadInfo(pod);
       // Keep the annotation true (someone may have removed it).
@@ -460,14 +545,20 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
    * a ztunnel has taken the snapshot, so pods it acked there turn enabled without waiting.
    */
   retryPending(): void {
+    const pods = new Map<string, V1Pod>();
+    for (const p of this.#o.view.pods()) if (p.metadata?.uid !== undefined) pods.set(p.metadata.uid, p);
     for (const [uid, held] of this.#held) {
-      if (held.state !== 'pending') continue;
-      const pod = [...this.#o.view.pods()].find((p) => p.metadata?.uid === uid);
+      const pod = pods.get(uid);
       if (pod === undefined) continue;
+      const annotated = pod.metadata?.annotations?.[REDIRECTION_ANNOTATION];
+      // Pending pods are offered again; enabled pods whose annotation did not stick (a failed
+      // patch) get it again: the controller only tunnels to pods annotated `enabled`.
+      if (held.state === 'enabled' && annotated === 'enabled') continue;
       void this.#serialize(uid, async () => {
         const h = this.#held.get(uid);
         if (h?.state === 'pending') await this.#offer(pod, uid, h);
-      });
+        else if (h !== undefined) await this.#annotate(pod, h.state);
+      }).catch((e: unknown) => this.#log.error({ pod: podName(pod), uid }, errorMessage(e)));
     }
   }
 

@@ -28,6 +28,11 @@ export interface AgentConfig {
   /** The plugin binary to install (CNI_PLUGIN_BINARY). */
   readonly cniPluginBinary: string | undefined;
   readonly logLevel: string;
+  /**
+   * ztunnel's drain deadline for a removed pod's connections (ZTUNNEL_DRAIN_SECONDS, default 5:
+   * ztunnel's default); the agent keeps a leaving pod's reply routing 5 s longer.
+   */
+  readonly ztunnelDrainSeconds: number;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -45,6 +50,14 @@ function absPath(env: Env, name: string, def?: string): string | undefined {
   const v = opt(env, name) ?? def;
   if (v !== undefined && !isAbsolute(v)) fail(`invalid env var ${name}=${v} (expected an absolute path)`);
   return v;
+}
+
+function drainSeconds(env: Env): number {
+  const v = opt(env, 'ZTUNNEL_DRAIN_SECONDS') ?? '5';
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n > 3600)
+    fail(`invalid env var ZTUNNEL_DRAIN_SECONDS=${v} (expected whole seconds, 0–3600)`);
+  return n;
 }
 
 export function loadAgentConfig(env: Env = process.env): AgentConfig {
@@ -103,5 +116,6 @@ export function loadAgentConfig(env: Env = process.env): AgentConfig {
     cniConfDir,
     cniPluginBinary,
     logLevel: opt(env, 'LOG_LEVEL') ?? 'info',
+    ztunnelDrainSeconds: drainSeconds(env),
   });
 }

@@ -49,7 +49,7 @@ function pluginConfig(cfg: AgentConfig): Record<string, unknown> {
 
 async function run(cfg: AgentConfig, log: Logger): Promise<void> {
   mkdirSync(cfg.runDir, { recursive: true, mode: 0o700 });
-  const registry = PodRegistry.load(join(cfg.runDir, 'pods.json'));
+  const registry = PodRegistry.load(join(cfg.runDir, 'pods.json'), (m) => log.error({ scope: 'agent' }, m));
   const iptablesVariant = cfg.redirectBackend === 'iptables' ? await detectIptablesBackend() : undefined;
   const redirector = new RulesRedirector(
     {},
@@ -76,6 +76,8 @@ async function run(cfg: AgentConfig, log: Logger): Promise<void> {
     redirector,
     policy: { excludedNamespaces: cfg.excludedNamespaces },
     logger: log,
+    // Reply routing of a pod leaving the mesh outlives ztunnel's drain of its connections.
+    releaseDrainMs: (cfg.ztunnelDrainSeconds + 5) * 1000,
     // In a cluster, pods that predate the agent are found through /proc; local mode's pods all
     // come through the CNI chain.
     ...(cfg.manifestDirs === undefined && { findNetns: (uid: string) => findPodNetns(uid) }),
@@ -109,6 +111,16 @@ async function run(cfg: AgentConfig, log: Logger): Promise<void> {
           throw err;
         }
       },
+      check: (e) =>
+        agent.handleCheck({
+          podNamespace: e.podNamespace,
+          podName: e.podName,
+          podUid: e.podUid,
+          netns: e.netns,
+        }),
+      // Like upstream, deletions are learnt from the cluster view (the pod object goes away);
+      // the plugin's DEL is acknowledged so the runtime's teardown is never blocked by it.
+      del: () => Promise.resolve(),
     },
   });
   let watcher: PluginConfigWatcher | undefined;

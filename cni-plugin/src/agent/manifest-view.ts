@@ -13,7 +13,7 @@ import {
   readManifests,
   type ManifestObject,
 } from '../../../src/shared/kube/manifests.ts';
-import { updateObjectFile } from '../../../src/shared/kube/object-file.ts';
+import { readObjectFile, updateObjectFile } from '../../../src/shared/kube/object-file.ts';
 import { RESOURCE_TYPES } from '../../../src/shared/kube/resources.ts';
 import type { ClusterView, ClusterViewEvents } from './cluster-view.ts';
 
@@ -79,10 +79,15 @@ export class ManifestClusterView extends EventEmitter<ClusterViewEvents> impleme
     return this.#watcher.objects.get(manifestKey('Namespace', undefined, name));
   }
 
-  /** Reads the directories afresh: a pod written a moment ago may not have reached the watcher yet. */
+  /**
+   * From the watcher's cache, else from the pod's live file: the runtime writes it just before
+   * the CNI ADD, which can beat the watcher's debounce. Never a scan of every directory: that
+   * would make each ADD cost grow with the number of objects.
+   */
   async getPod(namespace: string, name: string): Promise<V1Pod | undefined> {
-    const set = await readManifests(this.#o.dirs, KINDS);
-    return set.objects.get(manifestKey('Pod', namespace, name));
+    const cached = this.#watcher.objects.get(manifestKey('Pod', namespace, name));
+    if (cached !== undefined) return cached;
+    return (await readObjectFile(livePodFile(this.#o.liveDir, namespace, name)));
   }
 
   async getNamespace(name: string): Promise<V1Namespace | undefined> {

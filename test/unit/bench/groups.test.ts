@@ -33,6 +33,7 @@ t.test('the registry groups: loopback against direct, netns against pod-direct (
       ['loopback', 'direct', false],
       ['netns', 'pod-direct', true],
       ['scale', 'controller', false],
+      ['enrolment', 'unenrolled', true],
     ],
   );
   t.equal(pathGroup('netns').baseline, 'pod-direct');

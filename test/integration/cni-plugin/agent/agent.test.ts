@@ -359,3 +359,52 @@ t.test('a running pod that predates the agent is found through /proc and enrolle
   await new Promise((res) => setTimeout(res, 200));
   t.equal(annotationOf(r.view, 'apps/unknown'), undefined, 'a pod whose netns cannot be found waits');
 });
+
+t.test(
+  'a failed enabled annotation is retried (the controller tunnels only to annotated pods)',
+  async (t) => {
+    const r = await rig(t);
+    r.view.setPod(pod('a'));
+    r.view.failAnnotations = 1;
+    await r.agent.handleAdd({ podNamespace: 'apps', podName: 'a', netns: NETNS });
+    t.equal(annotationOf(r.view, 'apps/a'), undefined, 'the first patch failed');
+    await waitFor(() => annotationOf(r.view, 'apps/a') === 'enabled', 'the retry');
+    t.pass('annotated on the next tick');
+  },
+);
+
+t.test('a pod labelled out while no agent ran loses its leftover rules at the next start', async (t) => {
+  const r = await rig(t);
+  r.view.setPod(pod('a'));
+  await r.agent.handleAdd({ podNamespace: 'apps', podName: 'a', netns: NETNS });
+  await r.agent.stop();
+  const running = r.view.podsByKey.get('apps/a')!;
+  r.view.podsByKey.set('apps/a', {
+    ...running,
+    metadata: { ...running.metadata, labels: { 'istio.io/dataplane-mode': 'none' } },
+  });
+  await r.newAgent();
+  await waitFor(() => annotationOf(r.view, 'apps/a') === undefined, 'the annotation to go');
+  t.equal(r.redirector.removed.length, 1, 'the rules left in its netns were removed');
+  t.equal(PodRegistry.load(r.registryPath).get('uid-a')?.enrolled, false, 'recorded as not enrolled');
+});
+
+t.test(
+  'CNI CHECK: fine outside the mesh, fine when enrolled with this netns, an error otherwise',
+  async (t) => {
+    const r = await rig(t);
+    r.view.setPod(pod('old', { ns: 'legacy' }));
+    t.same(await r.agent.handleCheck({ podNamespace: 'legacy', podName: 'old', netns: NETNS }), {
+      ok: true,
+      reason: 'neither pod nor namespace legacy is labelled istio.io/dataplane-mode=ambient',
+    });
+    r.view.setPod(pod('a'));
+    const before = await r.agent.handleCheck({ podNamespace: 'apps', podName: 'a', netns: NETNS });
+    t.equal(before.ok, false, 'a mesh pod the agent does not hold fails CHECK');
+    t.match(before.reason, /is not enrolled/);
+    await r.agent.handleAdd({ podNamespace: 'apps', podName: 'a', netns: NETNS });
+    t.same(await r.agent.handleCheck({ podNamespace: 'apps', podName: 'a', netns: NETNS }), { ok: true });
+    const other = await r.agent.handleCheck({ podNamespace: 'apps', podName: 'a', netns: '/proc/1/ns/mnt' });
+    t.equal(other.ok, false, 'another namespace file fails CHECK');
+  },
+);

@@ -4,8 +4,9 @@
 // istio-ca (ambient-protocols.md §4 "Authentication at istiod"; istio/istio:
 // security/pkg/server/ca/authenticate/kubeauth and security/pkg/k8s/tokenreview).
 //
-// A token of a trusted node-agent ServiceAccount (CA_TRUSTED_NODE_ACCOUNTS, default
-// istio-system/ztunnel) becomes a NodeCaller. Its node comes from the bound token itself: the
+// A token of a trusted node-agent ServiceAccount becomes a NodeCaller: the controller passes
+// CA_TRUSTED_NODE_ACCOUNTS, by default `<root namespace>/ztunnel` (src/controller/config.ts);
+// without the option, istio-system/ztunnel. Its node comes from the bound token itself: the
 // `authentication.kubernetes.io/node-name` extra (Kubernetes ≥ 1.30), or else the pod in the
 // `pod-name`/`pod-uid` extras, looked up in the controller's model — a pod deleted and
 // recreated under the same name has another UID, so a token of the old pod is refused

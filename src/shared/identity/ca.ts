@@ -7,7 +7,9 @@
 //
 // Key material: a self-signed ECDSA P-256 root (and optionally an intermediate signed by it),
 // kept in memory or loaded from / persisted to a directory. Root rotation keeps the old root in
-// the trust bundle until dropOldRoot(), so certificates from both roots verify meanwhile.
+// the trust bundle until dropOldRoot(), so certificates from both roots verify meanwhile; holders
+// of long-lived certificates from this CA (the controller's serving certificate) renew on
+// onRootsChange() so that none is left signed by a root that peers are about to stop trusting.
 import { randomBytes, createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -169,6 +171,7 @@ export class CertificateAuthority {
   #intermediate: SigningCert | undefined;
   #bundle: TrustBundle;
   #renewing: Promise<void> | undefined;
+  readonly #rootsListeners = new Set<() => void>();
 
   private constructor(
     opts: CaOptions,
@@ -416,12 +419,31 @@ export class CertificateAuthority {
     this.#root = root;
     this.#intermediate = intermediate;
     this.#persist();
+    this.#rootsChanged();
   }
 
   /** Ends a root rotation: the trust bundle keeps only the current root. */
   dropOldRoot(): void {
     this.#bundle = TrustBundle.fromDer([this.#root.cert.der]);
     this.#persist();
+    this.#rootsChanged();
+  }
+
+  /**
+   * Calls `listener` after each change of the roots: rotateRoot() (the signing root is new) and
+   * dropOldRoot() (the trust bundle lost the old one). Listeners run synchronously, in
+   * subscription order, and must not throw. Returns the function that unsubscribes.
+   */
+  onRootsChange(listener: () => void): () => void {
+    const own = (): void => listener(); // a distinct entry even if the same listener subscribes twice
+    this.#rootsListeners.add(own);
+    return () => {
+      this.#rootsListeners.delete(own);
+    };
+  }
+
+  #rootsChanged(): void {
+    for (const listener of [...this.#rootsListeners]) listener();
   }
 
   #checkTtl(requested: number | undefined): number {

@@ -455,3 +455,23 @@ t.test('root rotation: old and new certificates verify during, only new ones aft
     t.equal(after.trustBundle.size, 1, 'drop persisted');
   }
 });
+
+t.test(
+  'onRootsChange: called after rotateRoot and dropOldRoot, with the new state, until unsubscribed',
+  async (t) => {
+    const ca = await CertificateAuthority.create({ trustDomain: TD });
+    const seen: number[] = [];
+    const unsubscribe = ca.onRootsChange(() => seen.push(ca.trustBundle.size));
+    const twice = ca.onRootsChange(() => seen.push(-1));
+    await issueWorkloadCert(ca, ID);
+    t.same(seen, [], 'signing is not a root change');
+    await ca.rotateRoot();
+    t.same(seen, [2, -1], 'after the rotation, in subscription order: the bundle already holds both roots');
+    ca.dropOldRoot();
+    t.same(seen, [2, -1, 1, -1]);
+    unsubscribe();
+    twice();
+    await ca.rotateRoot();
+    t.same(seen, [2, -1, 1, -1], 'unsubscribed');
+  },
+);

@@ -11,9 +11,18 @@
 // most one response per type, and is told to reconnect once the store's change log has moved
 // past it (checklist E.74). One stream's failure (a bad request, a bug) ends that stream only.
 //
+// Memory at scale (10k pods, 100 ztunnels connecting at once): wildcard streams at the same
+// revisions share their response bodies (shared-bodies.ts), so the full state is encoded once;
+// a large response is written by the server itself in paced slices of that shared body
+// (paced-write.ts), so no per-client copy is made and each connection's TLS buffer stays near
+// one slice; and large responses start in turn through one server-wide WriteGate
+// (write-gate.ts), one per event-loop turn, while those already started drain to the kernel.
+// Each stream's writes stay in order, one at a time (stream-writer.ts).
+//
 // The gRPC server itself (listening, TLS, max message sizes) belongs to the caller; see
 // WDS_SERVER_CHANNEL_OPTIONS for the options it should be created with.
 import {
+  Metadata,
   status as GrpcStatus,
   type Server,
   type ServerDuplexStream,
@@ -24,10 +33,14 @@ import type { Logger } from '../../shared/telemetry/logger.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import type { Authenticator, Caller } from '../auth/types.ts';
 import { Debouncer, type DebounceOptions } from './debounce.ts';
-import { DELTA_ADS_SERVICE } from './delta-response.ts';
+import { DELTA_ADS_SERVICE, responseLength, responseParts, type DeltaResponse } from './delta-response.ts';
 import { DeltaStream, type StreamStatus, type WdsCounters } from './delta-stream.ts';
 import { XdsError, XdsErrorCode } from './errors.ts';
+import { http2StreamOf, writePaced } from './paced-write.ts';
 import type { XdsResourceStore } from './resource-store.ts';
+import { SharedBodies } from './shared-bodies.ts';
+import { StreamWriter } from './stream-writer.ts';
+import { WriteGate, type WriteGateOptions } from './write-gate.ts';
 
 /**
  * Options for the grpc.Server that hosts WDS. A reconnecting ztunnel sends the name and version
@@ -52,6 +65,8 @@ export interface WdsServerOptions {
    * make us hold their messages.
    */
   readonly maxRequestsBeforeAuth?: number;
+  /** How large responses take turns across streams (write-gate.ts). */
+  readonly writeGate?: WriteGateOptions;
 }
 
 /** Counters for metrics; a fresh plain object on each read. */
@@ -60,6 +75,10 @@ export interface WdsMetrics extends Readonly<WdsCounters> {
   readonly connectedClients: number;
   /** Streams the server ended with an error: authentication failed, bad node or request, limits. */
   readonly rejectedStreams: number;
+  /** Large responses waiting for their turn to be written. */
+  readonly largeWritesWaiting: number;
+  /** Large responses that took longer than the gate's hold time to be written (slow clients). */
+  readonly largeWritesOverdue: number;
 }
 
 export interface WdsServer {
@@ -79,7 +98,7 @@ export interface WdsServer {
 const DEFAULT_MAX_SUBSCRIPTIONS = 20_000;
 const DEFAULT_MAX_REQUESTS_BEFORE_AUTH = 4;
 
-type DeltaCall = ServerDuplexStream<DeltaDiscoveryRequest, Buffer>;
+type DeltaCall = ServerDuplexStream<DeltaDiscoveryRequest, DeltaResponse>;
 
 function positiveInt(name: string, v: number): number {
   if (!Number.isSafeInteger(v) || v < 1) {
@@ -102,6 +121,10 @@ export function addWdsService(server: Server, opts: WdsServerOptions): WdsServer
   );
   const counters: WdsCounters = { pushes: 0, resourcesSent: 0, removalsSent: 0, acks: 0, nacks: 0 };
   let rejectedStreams = 0;
+  const bodies = new SharedBodies(store);
+  const gate = new WriteGate(opts.writeGate);
+  let warnedUnpaced = false;
+  let streamIds = 0;
   /** Authenticated streams, with their guarded push and their graceful end. */
   const streams = new Map<DeltaStream, { push(typeUrl: string): void; end(): void }>();
   let closed = false;
@@ -127,25 +150,63 @@ export function addWdsService(server: Server, opts: WdsServerOptions): WdsServer
     let stream: DeltaStream | undefined;
     const queued: DeltaDiscoveryRequest[] = [];
     let done = false;
+    const h2 = http2StreamOf(call);
+    if (h2 === undefined && !warnedUnpaced) {
+      warnedUnpaced = true;
+      logger.warn(
+        'grpc-js does not expose the HTTP/2 stream of a call as the pinned version does; large xDS responses are written by grpc-js in one piece, so each client connection keeps a TLS buffer the size of its flow-control window (paced-write.ts)',
+      );
+    }
+    const writer = new StreamWriter<DeltaResponse>({
+      gate,
+      length: responseLength,
+      write: (r, written) => guarded(() => call.write(r, written)),
+      writeLarge: (r, written) => {
+        let stop = (): void => undefined;
+        guarded(() => {
+          if (h2 === undefined) {
+            call.write(r, written);
+            return;
+          }
+          call.sendMetadata(new Metadata());
+          stop = writePaced(h2, responseParts(r), () => written());
+        });
+        return stop;
+      },
+      onOverdue: () =>
+        logger.warn(
+          { peer, node: stream?.node?.id },
+          'a large response to this xDS client is still not written after the hold time (it reads slowly or not at all); other clients no longer wait for it',
+        ),
+    });
 
-    const dispose = (): void => {
-      if (done) return;
+    /** Stops handling the stream's requests and pushes; false when that was done already. */
+    const forget = (): boolean => {
+      if (done) return false;
       done = true;
       if (stream !== undefined) {
         stream.dispose();
         streams.delete(stream);
         logger.info({ peer, node: stream.node?.id }, 'xDS client disconnected');
       }
+      return true;
     };
+    /** The call is gone (cancelled, closed, failed): nothing more can be written to it. */
+    const dispose = (): void => {
+      forget();
+      writer.close();
+    };
+    /** Ends the call with a status, after the response being written, if any. */
     const end = (code: GrpcStatus, details: string): void => {
-      if (done) return;
+      if (!forget()) return;
       if (code !== GrpcStatus.OK) rejectedStreams++;
-      dispose();
-      if (code === GrpcStatus.OK) call.end();
-      else {
-        const err: ServerErrorResponse = Object.assign(new Error(details), { code, details });
-        call.emit('error', err);
-      }
+      writer.finish(() => {
+        if (code === GrpcStatus.OK) call.end();
+        else {
+          const err: ServerErrorResponse = Object.assign(new Error(details), { code, details });
+          call.emit('error', err);
+        }
+      });
     };
 
     /** A bug in one stream's handling must end that stream, not the server or other streams. */
@@ -188,9 +249,11 @@ export function addWdsService(server: Server, opts: WdsServerOptions): WdsServer
       }
       const s = new DeltaStream(
         {
+          id: ++streamIds,
           store,
+          bodies,
           published: (t) => published.get(t) ?? 0,
-          write: (b) => call.write(b),
+          write: (r) => writer.send(r),
           end,
           counters,
           logger,
@@ -215,7 +278,13 @@ export function addWdsService(server: Server, opts: WdsServerOptions): WdsServer
 
   return {
     get metrics(): WdsMetrics {
-      return { ...counters, connectedClients: streams.size, rejectedStreams };
+      return {
+        ...counters,
+        connectedClients: streams.size,
+        rejectedStreams,
+        largeWritesWaiting: gate.waiting,
+        largeWritesOverdue: gate.overdue,
+      };
     },
     clients: () => [...streams.keys()].map((s) => s.status()),
     flush: () => debouncer.flush(),

@@ -8,7 +8,10 @@
 // - wildcard (the first request subscribes nothing, or `*`): the client gets every resource.
 //   The stream keeps no per-resource state, only `syncedTo`, the store revision it has been
 //   sent everything up to; a push sends the names the store's change log lists after it. At
-//   10k resources × 100 clients this is what keeps memory flat.
+//   10k resources × 100 clients this is what keeps memory flat. What such a stream is sent
+//   depends only on revisions, so unless it also has keys to answer or brought
+//   initial_resource_versions, its response body is the one shared by every wildcard stream
+//   at the same revisions (shared-bodies.ts), and only the nonce is its own.
 // - explicit (on-demand, §3.4: subscribe `*` and unsubscribe `*`, then subscribe keys): the
 //   client gets resources whose name or an alias is subscribed; `held` records what it holds,
 //   so a resource that stops matching or disappears is sent as a removal.
@@ -31,9 +34,10 @@ import type { DeltaDiscoveryRequest } from '../../shared/gen/envoy/service/disco
 import type { Logger } from '../../shared/telemetry/logger.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import type { Caller } from '../auth/types.ts';
-import { encodeDeltaResponse } from './delta-response.ts';
+import { encodeResponseBody, type DeltaResponse, type ResponseBody } from './delta-response.ts';
 import { parseNode, type XdsNodeInfo } from './node-id.ts';
 import type { StoredResource, XdsResourceStore } from './resource-store.ts';
+import type { SharedBodies } from './shared-bodies.ts';
 
 /** Server-wide counters; the streams increment them. */
 export interface WdsCounters {
@@ -48,11 +52,15 @@ export interface WdsCounters {
 }
 
 export interface DeltaStreamContext {
+  /** The stream's number on the server: nonces are `<id>.<n>` (base 36), unique server-wide. */
+  readonly id: number;
   readonly store: XdsResourceStore;
+  /** Bodies shared by the wildcard streams of the server, over `store`. */
+  readonly bodies: SharedBodies;
   /** The revision of a type that pushes may bring clients up to (the last debounced one). */
   published(typeUrl: string): number;
-  /** Sends one encoded DeltaDiscoveryResponse. */
-  write(response: Buffer): void;
+  /** Sends one response; the body may be shared with other streams and must not be modified. */
+  write(response: DeltaResponse): void;
   /** Ends the stream with this status (the stream calls it at most once). */
   end(code: GrpcStatus, details: string): void;
   readonly counters: WdsCounters;
@@ -102,6 +110,12 @@ interface TypeState {
   acks: number;
   nacks: number;
   lastNack: TypeStatus['lastNack'];
+}
+
+/** A response about to be sent, and the names it carries that an explicit stream now holds. */
+interface Outgoing {
+  readonly body: ResponseBody;
+  readonly names: readonly string[];
 }
 
 export class DeltaStream {
@@ -310,6 +324,48 @@ export class DeltaStream {
   #maybeSend(typeUrl: string): void {
     const st = this.#types.get(typeUrl);
     if (st === undefined || st.inFlight !== undefined || this.#closed) return;
+    const out = this.#sharesBody(st) ? this.#sharedBody(typeUrl, st) : this.#ownBody(typeUrl, st);
+    if (out === undefined) return;
+    st.mustRespond = false;
+    const { body, names } = out;
+    const nonce = `${this.#ctx.id.toString(36)}.${(++this.#nonce).toString(36)}`;
+    st.inFlight = { nonce, names };
+    this.#ctx.counters.pushes++;
+    this.#ctx.counters.resourcesSent += body.resources;
+    this.#ctx.counters.removalsSent += body.removed;
+    this.#log.debug({ typeUrl, nonce, resources: body.resources, removed: body.removed }, 'push');
+    this.#ctx.write({ body, nonce });
+  }
+
+  /**
+   * A wildcard stream with no key to answer and nothing held that the store must be compared
+   * with gets what every such stream at its revision gets (shared-bodies.ts).
+   */
+  #sharesBody(st: TypeState): boolean {
+    return st.wildcard && st.resolve.size === 0 && (st.fullSync === undefined || st.fullSync.size === 0);
+  }
+
+  #sharedBody(typeUrl: string, st: TypeState): Outgoing | undefined {
+    const bodies = this.#ctx.bodies;
+    if (st.fullSync !== undefined) {
+      st.fullSync = undefined;
+      st.syncedTo = this.#ctx.store.revision(typeUrl);
+      const full = bodies.full(typeUrl);
+      return full.resources > 0 || st.mustRespond ? { body: full, names: [] } : undefined;
+    }
+    const target = this.#ctx.published(typeUrl);
+    if (target <= st.syncedTo) return undefined;
+    const body = bodies.changes(typeUrl, st.syncedTo, target);
+    if (body === undefined) {
+      this.#fellBehind(typeUrl);
+      return undefined;
+    }
+    st.syncedTo = target;
+    return { body, names: [] };
+  }
+
+  /** A response computed for this stream alone: explicit subscriptions, or what it already holds. */
+  #ownBody(typeUrl: string, st: TypeState): Outgoing | undefined {
     const store = this.#ctx.store;
     const upserts = new Map<string, StoredResource>();
     const removals = new Set<string>();
@@ -323,11 +379,8 @@ export class DeltaStream {
       if (target > st.syncedTo) {
         const changed = store.changesSince(typeUrl, st.syncedTo, target);
         if (changed === undefined) {
-          this.#fail(
-            GrpcStatus.RESOURCE_EXHAUSTED,
-            `this client fell too far behind on ${typeUrl} (it has not ACKed while the store changed); reconnect to resynchronise`,
-          );
-          return;
+          this.#fellBehind(typeUrl);
+          return undefined;
         }
         for (const name of changed) {
           const r = store.get(typeUrl, name);
@@ -348,28 +401,23 @@ export class DeltaStream {
     st.resolve.clear();
     for (const name of upserts.keys()) removals.delete(name);
 
-    if (upserts.size === 0 && removals.size === 0 && !st.mustRespond) return;
-    st.mustRespond = false;
+    if (upserts.size === 0 && removals.size === 0 && !st.mustRespond) return undefined;
     const resources = [...upserts.values()];
     const removed = [...removals];
     if (st.held !== undefined) {
       for (const r of resources) st.held.set(r.name, r.version);
       for (const name of removed) st.held.delete(name);
     }
-    const nonce = (++this.#nonce).toString(36);
-    st.inFlight = { nonce, names: st.held === undefined ? [] : resources.map((r) => r.name) };
-    this.#ctx.counters.pushes++;
-    this.#ctx.counters.resourcesSent += resources.length;
-    this.#ctx.counters.removalsSent += removed.length;
-    this.#log.debug({ typeUrl, nonce, resources: resources.length, removed: removed.length }, 'push');
-    this.#ctx.write(
-      encodeDeltaResponse({
-        typeUrl,
-        nonce,
-        systemVersionInfo: String(st.syncedTo),
-        resources,
-        removed,
-      }),
+    return {
+      body: encodeResponseBody({ typeUrl, systemVersionInfo: String(st.syncedTo), resources, removed }),
+      names: st.held === undefined ? [] : resources.map((r) => r.name),
+    };
+  }
+
+  #fellBehind(typeUrl: string): void {
+    this.#fail(
+      GrpcStatus.RESOURCE_EXHAUSTED,
+      `this client fell too far behind on ${typeUrl} (it has not ACKed while the store changed); reconnect to resynchronise`,
     );
   }
 

@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Test harness for the WDS server (src/controller/xds/): a real grpc-js server on 127.0.0.1 with
 // the delta ADS service, a token authenticator, WDS resource builders, and RawStream, a delta
-// xDS client whose every request the test writes by hand. Used by the controller conformance
-// tests and by the ztunnel client tests (which run against the real server).
+// xDS client whose every request the test writes by hand; H2Stream is the same over node:http2
+// directly, keeping each response's exact bytes and able to stop reading. Used by the
+// controller conformance tests and by the ztunnel client tests (which run against the real
+// server).
+import http2 from 'node:http2';
 import { Writable } from 'node:stream';
 import {
   credentials as grpcCredentials,
@@ -35,7 +38,7 @@ import {
 } from '../../../../src/controller/xds/wds-resources.ts';
 import { Authorization } from '../../../../src/shared/gen/authorization.ts';
 import { AggregatedDiscoveryServiceClient } from '../../../../src/shared/gen/envoy/service/discovery/v3/ads.ts';
-import type {
+import {
   DeltaDiscoveryRequest,
   DeltaDiscoveryResponse,
 } from '../../../../src/shared/gen/envoy/service/discovery/v3/discovery.ts';
@@ -377,4 +380,159 @@ export class RawStream {
 /** name → version of a response's resources. */
 export function versionsOf(r: DeltaDiscoveryResponse): Map<string, string> {
   return new Map(r.resources.map((x) => [x.name, x.version]));
+}
+
+// ---- HTTP/2 client that sees the bytes ----
+
+const DELTA_ADS_PATH = '/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources';
+const GRPC_PREFIX_BYTES = 5;
+
+/** How a gRPC stream ended: its grpc-status (-1 when it closed without one) and message. */
+export interface GrpcEnd {
+  readonly code: number;
+  readonly details: string;
+}
+
+/** The first request of a type, as RawStream.subscribe sends it (wildcard). */
+function firstRequest(typeUrl: string, nodeName: string): DeltaDiscoveryRequest {
+  return DeltaDiscoveryRequest.fromPartial({
+    typeUrl,
+    node: { id: NODE_ID, metadata: { NODE_NAME: nodeName }, userAgentName: 'h2' },
+  });
+}
+
+/**
+ * A delta ADS stream spoken over node:http2 without grpc-js: it keeps the exact bytes of each
+ * response message (to compare them between clients), and `pause` stops reading, so its HTTP/2
+ * window closes as a stuck ztunnel's does. Plaintext, like the test server.
+ */
+export class H2Stream {
+  readonly #session: http2.ClientHttp2Session;
+  readonly #req: http2.ClientHttp2Stream;
+  readonly #nodeName: string;
+  #pending = Buffer.alloc(0);
+  readonly #messages: Buffer[] = [];
+  #waiter: (() => void) | undefined;
+  #ended = false;
+  readonly ended: Promise<GrpcEnd>;
+
+  /** `windowBytes`: the HTTP/2 stream window this client grants (node's default 65 535). */
+  constructor(address: string, opts: { nodeName?: string; windowBytes?: number } = {}) {
+    this.#nodeName = opts.nodeName ?? NODE_NAME;
+    this.#session = http2.connect(`http://${address}`, {
+      settings: { initialWindowSize: opts.windowBytes ?? 65_535 },
+    });
+    this.#session.on('error', () => undefined);
+    this.#req = this.#session.request({
+      ':method': 'POST',
+      ':path': DELTA_ADS_PATH,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      authorization: `Bearer node:${this.#nodeName}`,
+    });
+    this.#req.on('error', () => undefined);
+    this.#req.on('data', (chunk: Buffer) => {
+      this.#pending = Buffer.concat([this.#pending, chunk]);
+      for (;;) {
+        if (this.#pending.length < GRPC_PREFIX_BYTES) break;
+        const end = GRPC_PREFIX_BYTES + this.#pending.readUInt32BE(1);
+        if (this.#pending.length < end) break;
+        this.#messages.push(Buffer.from(this.#pending.subarray(GRPC_PREFIX_BYTES, end)));
+        this.#pending = this.#pending.subarray(end);
+      }
+      this.#waiter?.();
+    });
+    let status: GrpcEnd = { code: -1, details: 'closed without a grpc-status' };
+    const take = (h: http2.IncomingHttpHeaders): void => {
+      const code = h['grpc-status'];
+      if (typeof code === 'string') {
+        const details = h['grpc-message'];
+        status = {
+          code: Number(code),
+          details: typeof details === 'string' ? decodeURIComponent(details) : '',
+        };
+      }
+    };
+    this.#req.on('response', take);
+    this.#req.on('trailers', take);
+    // The response side ends with the trailers; the stream closes only once we end ours too.
+    this.ended = new Promise((resolve) => {
+      const ended = (): void => {
+        this.#ended = true;
+        this.#waiter?.();
+        resolve(status);
+      };
+      this.#req.on('end', ended);
+      this.#req.on('close', ended);
+    });
+  }
+
+  static open(t: Test, address: string, opts?: { nodeName?: string; windowBytes?: number }): H2Stream {
+    const s = new H2Stream(address, opts);
+    t.teardown(() => s.close());
+    return s;
+  }
+
+  send(req: DeltaDiscoveryRequest): void {
+    const msg = DeltaDiscoveryRequest.encode(req).finish();
+    const prefix = Buffer.alloc(GRPC_PREFIX_BYTES);
+    prefix.writeUInt32BE(msg.length, 1);
+    this.#req.write(Buffer.concat([prefix, msg]));
+  }
+
+  /** The first request of a type (wildcard), with the node. */
+  subscribe(typeUrl: string): void {
+    this.send(firstRequest(typeUrl, this.#nodeName));
+  }
+
+  ack(typeUrl: string, nonce: string): void {
+    this.send(DeltaDiscoveryRequest.fromPartial({ typeUrl, responseNonce: nonce }));
+  }
+
+  /** Stops reading: once its window is full, the server cannot send it more. */
+  pause(): void {
+    this.#req.pause();
+  }
+
+  resume(): void {
+    this.#req.resume();
+  }
+
+  /** The next response message's bytes; rejects when the stream ends first or after `timeoutMs`. */
+  async next(timeoutMs = WAIT_MS): Promise<Buffer> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const m = this.#messages.shift();
+      if (m !== undefined) return m;
+      if (this.#ended) throw new Error('stream ended before the next response');
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`no response within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#waiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#waiter = undefined;
+    }
+  }
+
+  close(): void {
+    this.#req.close(http2.constants.NGHTTP2_CANCEL);
+    this.#session.destroy();
+  }
+}
+
+/**
+ * A response's bytes without its nonce field, which must be the last field (as the server
+ * writes it): what the server may share between streams.
+ */
+export function bodyOf(raw: Buffer): Buffer {
+  const { nonce } = DeltaDiscoveryResponse.decode(raw);
+  const field = DeltaDiscoveryResponse.encode(DeltaDiscoveryResponse.fromPartial({ nonce })).finish();
+  if (!raw.subarray(raw.length - field.length).equals(field)) {
+    throw new Error(`the response does not end with its nonce field (nonce ${JSON.stringify(nonce)})`);
+  }
+  return raw.subarray(0, raw.length - field.length);
 }

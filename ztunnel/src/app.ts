@@ -1,14 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-// Wiring of a ztunnel process: state (static config today, WDS later), certificates (a local CA
-// in static mode, the controller's CA service later), the in-pod workload manager, telemetry and
-// the admin/metrics/readiness endpoints. main.ts parses the environment and calls startZtunnel.
+// Wiring of a ztunnel process: state (WDS from the controller, or a static config file),
+// certificates (the controller's CA service, or a local CA in static mode), pods (ZDS from the
+// node agent, or a static list) into the in-pod workload manager, telemetry and the
+// admin/metrics/readiness endpoints. main.ts parses the environment and calls startZtunnel.
+//
+// Readiness (spec §7.4) is one gate per condition: `state manager` (WDS answered for both types,
+// or the static file loaded), `zds snapshot` (with INPOD_UDS: the agent's snapshot received) and
+// `workload proxy manager` (no pod pending). Shutdown marks ztunnel not ready, stops taking state and pods,
+// closes every in-pod listener at once and drains established connections until the deadline.
 import type { Logger } from '../../src/shared/telemetry/logger.ts';
 import { CertificateAuthority } from '../../src/shared/identity/ca.ts';
 import { CertificateManager, type CertificateSigner } from '../../src/shared/identity/cert-manager.ts';
 import { errorMessage } from '../../src/shared/errors.ts';
 import { startAdminServers, type AdminServers } from './admin/servers.ts';
 import { Readiness } from './admin/readiness.ts';
-import type { ZtunnelConfig } from './config/env.ts';
+import { configForDump, type ZtunnelConfig } from './config/env.ts';
 import { watchStaticConfig, type StaticConfigWatcher } from './config/static-config.ts';
 import type { WdsClient } from './xds/client.ts';
 import { InPodSocketFactory } from './inpod/socket-factory.ts';
@@ -86,7 +92,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
   let wds: WdsClient | undefined;
   if (cfg.wds !== undefined) {
     const { startWdsClient } = await import('./xds/client.ts');
-    const { wdsConnectionOptions } = await import('./xds/config.ts');
+    const { wdsConnectionOptions } = await import('./xds/connection.ts');
     wds = startWdsClient({
       ...(await wdsConnectionOptions(cfg.wds)),
       store,
@@ -104,13 +110,17 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
   else if (cfg.ca !== undefined) {
     // Loaded on demand: grpc-js costs memory that static mode need not pay (decision 11).
     const { CaClient } = await import('./identity/ca-client.ts');
+    const tls = cfg.ca.tls;
     const client = new CaClient({
       address: cfg.ca.address,
-      security: {
-        kind: 'tls',
-        rootCertPath: cfg.ca.rootCa,
-        ...(cfg.ca.serverName !== undefined && { serverName: cfg.ca.serverName }),
-      },
+      security:
+        tls === undefined
+          ? { kind: 'plaintext' }
+          : {
+              kind: 'tls',
+              rootCertPath: tls.rootCa,
+              ...(tls.serverName !== undefined && { serverName: tls.serverName }),
+            },
       token: cfg.ca.token,
       clusterId: cfg.clusterId,
     });
@@ -139,6 +149,8 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
     },
     connectTimeoutMs: 10_000,
     workloadWaitMs: 5_000,
+    // The CA client's own deadline per call (ca-client.ts), plus the odd queued CSR.
+    certificateWaitMs: 15_000,
   };
   const socketFactory =
     opts.socketFactory ??
@@ -164,7 +176,8 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
       readiness.markPending('shutdown');
       watcher?.close();
       wds?.close();
-      // Stop taking pods first; the proxies drain below.
+      // Stop taking pods (without waiting for an Add being handled: the manager refuses it from
+      // here on), then close every listener at once and drain.
       await zds?.close();
       await workloads.stopAll(cfg.drainDeadlineMs);
       certs.close();
@@ -182,10 +195,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
         workloadState: workloads.snapshot(),
         ...(wds && { wds: wds.status() }),
         ...(zds && { zds: zds.status() }),
-        config: {
-          ...cfg,
-          ...(cfg.ca && { ca: { ...cfg.ca, token: 'path' in cfg.ca.token ? cfg.ca.token : '(literal)' } }),
-        },
+        config: configForDump(cfg),
         version: { component: 'ztunnel', tag: '0.1.0' },
       }),
       metrics: () => metrics.render(),
@@ -206,16 +216,14 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
 
   let zds: ZdsClient | undefined;
   if (cfg.inpodUds !== undefined) {
-    // Not ready until the agent's snapshot has arrived and every pod in it is up (spec §2.6).
-    const zdsReady = readiness.register('zds snapshot');
+    // Not ready until the agent's snapshot has arrived (spec §2.6); that every pod in it is up is
+    // the 'workload proxy manager' gate above.
     zds = startZdsClient({
       path: cfg.inpodUds,
       manager: workloads,
       logger,
-      onReady: (ready) => {
-        if (ready) zdsReady();
-        else readiness.markPending('zds snapshot');
-      },
+      onReady: readiness.register('zds snapshot'),
+      ...(cfg.inpodUdsTrustedUids !== undefined && { trustedUids: cfg.inpodUdsTrustedUids }),
     });
   }
   if (cfg.inpodWorkloadsPath !== undefined) {

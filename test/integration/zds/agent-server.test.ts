@@ -15,7 +15,7 @@ import { WorkloadRequest, ZdsHello } from '../../../src/shared/gen/zds.ts';
 import { closeFd, namespaceType, netnsInode, seqpacketListen } from '../../../src/shared/native/index.ts';
 import { ZDS_LIMITS, encodeAck, encodeHello } from '../../../src/shared/zds/framing.ts';
 import { SeqpacketSocket, type Datagram } from '../../../src/shared/zds/seqpacket.ts';
-import { memoryLogger, openFdCount, scratchDir, scratchNetns } from './fixtures.ts';
+import { memoryLogger, openFdCount, scratchDir, scratchNetns, settledFdCount } from './fixtures.ts';
 
 const { dir, cleanup } = scratchDir();
 t.teardown(cleanup);
@@ -408,5 +408,5 @@ t.test(
 );
 
 t.test('every connection and fd is gone after close', async (t) => {
-  t.equal(openFdCount(), baseline);
+  t.equal(await settledFdCount(baseline), baseline);
 });

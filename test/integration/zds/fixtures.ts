@@ -36,25 +36,36 @@ export function memoryLogger(level = 'debug'): { logger: Logger; lines: Record<s
   return { logger: new Logger({ level, destination }), lines };
 }
 
+export interface TestProxyContextOptions {
+  caDir?: string;
+  trustDomain?: string;
+  /** Awaited before each signature: a slow CA (resolve later) or a failing one (reject). */
+  beforeSign?: (identity: string) => Promise<void>;
+  certificateWaitMs?: number;
+}
+
 /**
  * Everything a WorkloadProxy needs, with certificates signed by a test CA: a fresh in-memory one,
  * or the one persisted in `caDir` (created there if absent), so several processes share it.
  */
 export async function testProxyContext(
   logger: Logger,
-  opts: { caDir?: string; trustDomain?: string } = {},
-): Promise<ProxyContext> {
+  opts: TestProxyContextOptions = {},
+): Promise<ProxyContext & { readonly ca: CertificateAuthority }> {
   const trustDomain = opts.trustDomain ?? 'cluster.local';
   const ca = await CertificateAuthority.create({
     trustDomain,
     ...(opts.caDir !== undefined && { dir: opts.caDir }),
   });
   const certs = new CertificateManager({
-    signer: async (req) =>
-      (await ca.sign({ csrPem: req.csrPem, identity: req.identity, ttlSeconds: req.ttlSeconds }))
-        .certChainPem,
+    signer: async (req) => {
+      await opts.beforeSign?.(req.identity);
+      return (await ca.sign({ csrPem: req.csrPem, identity: req.identity, ttlSeconds: req.ttlSeconds }))
+        .certChainPem;
+    },
   });
   return {
+    ca,
     store: new StateStore(),
     certs,
     metrics: new ZtunnelMetrics(),
@@ -66,6 +77,7 @@ export async function testProxyContext(
     hbone: {},
     connectTimeoutMs: 2000,
     workloadWaitMs: 0,
+    certificateWaitMs: opts.certificateWaitMs ?? 10_000,
   };
 }
 
@@ -136,6 +148,21 @@ export async function scratchNetns(): Promise<ScratchNetns> {
 /** Open fds of this process (entries of /proc/self/fd, minus the one readdir itself opens). */
 export function openFdCount(): number {
   return readdirSync('/proc/self/fd').length - 1;
+}
+
+/**
+ * The fd count once it has come back to `expected`, or the last count after `ms`: sockets and
+ * handles of this process (tap's own, libuv's) close asynchronously, so one read right after an
+ * operation can catch an unrelated fd in flight on a loaded machine.
+ */
+export async function settledFdCount(expected: number, ms = 2000): Promise<number> {
+  const deadline = Date.now() + ms;
+  let n = openFdCount();
+  while (n !== expected && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+    n = openFdCount();
+  }
+  return n;
 }
 
 /** A scratch directory for socket files; removed by the returned cleanup. */

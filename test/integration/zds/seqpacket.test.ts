@@ -29,7 +29,7 @@ import {
   type Datagram,
   type DatagramLimits,
 } from '../../../src/shared/zds/seqpacket.ts';
-import { openFdCount, scratchDir } from './fixtures.ts';
+import { openFdCount, scratchDir, settledFdCount } from './fixtures.ts';
 
 const LIMITS: DatagramLimits = { maxBytes: 1024, maxFds: 1 };
 
@@ -159,7 +159,7 @@ t.test(
     t.equal((err as NativeError).code, 'EMSGSIZE');
     t.match(err?.message, /more than 0 file descriptor\(s\) attached \(MSG_CTRUNC\)/);
     // The server socket's own fd is gone too, hence one fewer.
-    t.equal(openFdCount(), before - 1, 'nothing received was left open');
+    t.equal(await settledFdCount(before - 1), before - 1, 'nothing received was left open');
     p.client.close();
     p.listener.close();
   },
@@ -286,5 +286,5 @@ t.test('errors say what to fix', async (t) => {
 });
 
 t.test('everything closed: the fd count is back to the baseline', async (t) => {
-  t.equal(openFdCount(), baseline);
+  t.equal(await settledFdCount(baseline), baseline);
 });

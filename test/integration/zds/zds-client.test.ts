@@ -3,12 +3,15 @@
 // real WorkloadManager whose proxies listen on loopback (no root). Spec 2.6 from ztunnel's side:
 // hello first; Add starts the pod (the fd checked with NS_GET_NSTYPE, NACK otherwise), Keep
 // protects it, Del before SnapshotSent only drops it from the snapshot, SnapshotSent reconciles
-// and makes ztunnel ready; protocol errors (second SnapshotSent, Keep after it, an fd where none
-// belongs) drop the connection and the client reconnects with its proxies intact; a failed start
-// is NACKed and retried, and readiness waits for it; the client keeps trying until an agent
+// and opens the client's readiness gate (a pending pod is the manager's gate, not this one);
+// protocol errors (second SnapshotSent, Keep after it, an fd where none belongs) drop the
+// connection and the client reconnects with its proxies intact; a failed start is NACKed and
+// retried; with a CA that has not answered, Add is still acked at once; close() does not wait for
+// a request being handled; a socket directory others could write to is refused (the other-uid
+// listener case is test/netns/zds/peer-check.test.ts); the client keeps trying until an agent
 // listens. Every received fd is accounted for.
 import { execFileSync } from 'node:child_process';
-import { openSync } from 'node:fs';
+import { chmodSync, mkdirSync, openSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
@@ -19,13 +22,24 @@ import { closeFd, writeNetSysctl } from '../../../src/shared/native/index.ts';
 import { ZdsConnection } from '../../../src/shared/zds/connection.ts';
 import { ZDS_LIMITS } from '../../../src/shared/zds/framing.ts';
 import { SeqpacketListener } from '../../../src/shared/zds/seqpacket.ts';
-import { WorkloadManager } from '../../../ztunnel/src/inpod/workload-manager.ts';
-import { startZdsClient, type ZdsClient } from '../../../ztunnel/src/inpod/zds-client.ts';
+import {
+  WorkloadManager,
+  type ManagedSocketFactory,
+  type NetnsRef,
+} from '../../../ztunnel/src/inpod/workload-manager.ts';
+import {
+  checkAgentPeer,
+  checkSocketDirectory,
+  startZdsClient,
+  type ZdsClient,
+} from '../../../ztunnel/src/inpod/zds-client.ts';
+import type { ProxyContext } from '../../../ztunnel/src/proxy/context.ts';
 import {
   LOOPBACK_PORTS,
   loopbackSocketFactory,
   memoryLogger,
   openFdCount,
+  settledFdCount,
   scratchDir,
   scratchNetns,
   testProxyContext,
@@ -53,11 +67,15 @@ const snapshotSent: WorkloadRequest = { payload: { $case: 'snapshotSent', value:
 
 /** A scripted agent: hands out each ztunnel connection after checking its hello. */
 class FakeAgent {
-  readonly path = join(dir, `agent${String(n++)}.sock`);
+  readonly path: string;
   #listener: SeqpacketListener | undefined;
   readonly #queue: ZdsConnection[] = [];
   readonly #all: ZdsConnection[] = [];
   #waiter: ((c: ZdsConnection) => void) | undefined;
+
+  constructor(socketDir = dir) {
+    this.path = join(socketDir, `agent${String(n++)}.sock`);
+  }
 
   listen(): this {
     this.#listener = new SeqpacketListener(this.path, { mode: 0o600, limits: ZDS_LIMITS });
@@ -93,17 +111,27 @@ interface Rig {
   readiness: boolean[];
 }
 
-function rig(t: Test, opts: { listen?: boolean; hbonePort?: number; retryMs?: number } = {}): Rig {
-  const agent = new FakeAgent();
+interface RigOptions {
+  listen?: boolean;
+  hbonePort?: number;
+  retryMs?: number;
+  /** Another ProxyContext (e.g. with a slow CA). */
+  ctx?: ProxyContext;
+  socketFactory?: (ns: NetnsRef) => ManagedSocketFactory;
+  agentDir?: string;
+}
+
+function rig(t: Test, opts: RigOptions = {}): Rig {
+  const agent = new FakeAgent(opts.agentDir);
   if (opts.listen !== false) agent.listen();
-  const manager = new WorkloadManager(ctx, {
+  const manager = new WorkloadManager(opts.ctx ?? ctx, {
     delDrainMs: 0,
-    socketFactory: loopbackSocketFactory,
+    socketFactory: opts.socketFactory ?? loopbackSocketFactory,
     ports: { ...LOOPBACK_PORTS, ...(opts.hbonePort !== undefined && { hbone: opts.hbonePort }) },
     ...(opts.retryMs !== undefined && { retryMs: opts.retryMs }),
   });
   const readiness: boolean[] = [];
-  const client = startZdsClient({ path: agent.path, manager, logger, onReady: (r) => readiness.push(r) });
+  const client = startZdsClient({ path: agent.path, manager, logger, onReady: () => readiness.push(true) });
   t.teardown(async () => {
     await client.close();
     await manager.stopAll(0);
@@ -172,7 +200,7 @@ t.test('an fd that is not a network namespace is NACKed, closed, and the pod not
     /AddWorkload\(x\): the fd is not a namespace, not a network namespace/,
   );
   t.match(await conn.request(addReq('y'), mnt), /the fd is a mnt namespace, not a network namespace/);
-  t.equal(openFdCount(), before, 'ztunnel closed the duplicates it refused');
+  t.equal(await settledFdCount(before), before, 'ztunnel closed the duplicates it refused');
   closeFd(notNs);
   closeFd(mnt);
   t.same(manager.uids(), [], 'nothing started');
@@ -245,19 +273,22 @@ t.test(
 );
 
 t.test(
-  'a failed start is NACKed with the reason, stays pending, and readiness waits for the retry',
+  'a failed start is NACKed with the reason and stays pending; the ZDS gate is the snapshot only',
   async (t) => {
     const blocker = net.createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     const port = (blocker.address() as net.AddressInfo).port;
-    const { agent, manager, readiness } = rig(t, { hbonePort: port, retryMs: 100 });
+    const { agent, manager, client, readiness } = rig(t, { hbonePort: port, retryMs: 100 });
     const conn = await agent.accept();
     const fd = netns.open();
     const nack = await conn.request(addReq('a'), fd);
     closeFd(fd);
     t.match(nack, /starting the proxy for pod demo\/a failed: .*cannot listen/);
     t.equal(await conn.request(snapshotSent), '');
-    t.same(readiness, [], 'snapshot in, but a pod is pending: not ready');
+    // The pending pod is the manager's own readiness gate (app.ts), not this client's: one gate
+    // per condition, so /healthz/ready names what is missing.
+    t.same(readiness, [true], 'the snapshot is in: the ZDS gate opens');
+    t.match(client.status(), { ready: true, snapshotReceived: true, pending: 1 });
     t.equal(manager.pendingCount, 1);
     const guard = setTimeout(() => t.fail('no retry within 20 s'), 20_000);
     const ready = new Promise<void>((resolve) =>
@@ -268,7 +299,8 @@ t.test(
     await new Promise((r) => blocker.close(r));
     await ready;
     clearTimeout(guard);
-    t.same(readiness, [true], 'ready once the retry started the proxy');
+    t.equal(manager.snapshot().a?.state, 'Up', 'the retry started the proxy');
+    t.same(readiness, [true], 'the ZDS gate opened once');
   },
 );
 
@@ -284,6 +316,109 @@ t.test('the client keeps trying until an agent listens (backoff from 10 ms)', as
   t.ok(client.status().connected);
 });
 
+t.test('with a CA that has not answered, Add is acked once the listeners are bound', async (t) => {
+  // Upstream acks as soon as the pod's proxy is set up and fetches the certificate in the
+  // background; waiting for the CA here (10 s deadline) would overrun the agent's 5 s per-message
+  // deadline and tear ZDS down.
+  let answer: () => void = () => undefined;
+  const never = new Promise<void>((resolve) => (answer = resolve));
+  const slow = await testProxyContext(logger, { beforeSign: () => never });
+  t.teardown(() => {
+    answer();
+    slow.certs.close();
+  });
+  const { agent, manager } = rig(t, { ctx: slow });
+  const conn = await agent.accept();
+  const fd = netns.open();
+  const started = performance.now();
+  t.equal(await conn.request(addReq('a'), fd), '', 'acked');
+  closeFd(fd);
+  const ms = performance.now() - started;
+  t.ok(ms < 2000, `within ${Math.round(ms)} ms, far inside the agent's 5 s deadline`);
+  t.equal(manager.snapshot().a?.state, 'Up', 'the proxy is up');
+  t.equal(
+    slow.certs.current('spiffe://cluster.local/ns/demo/sa/sa'),
+    undefined,
+    'while its certificate is still being fetched',
+  );
+  t.equal(await conn.request(snapshotSent), '', 'and the connection is still there');
+});
+
+t.test('close() does not wait for a request being handled', async (t) => {
+  let bind: () => void = () => undefined;
+  const slowBind = new Promise<void>((resolve) => (bind = resolve));
+  t.teardown(() => bind());
+  const { agent, manager, client } = rig(t, {
+    socketFactory: (ns) => {
+      const f = loopbackSocketFactory(ns);
+      const listen = f.listen.bind(f);
+      f.listen = async (o) => {
+        await slowBind;
+        return listen(o);
+      };
+      return f;
+    },
+  });
+  const conn = await agent.accept();
+  const fd = netns.open();
+  const acked = conn.request(addReq('a'), fd).catch((err: unknown) => err);
+  await until(() => manager.has('a'), 5000, 'the Add being handled');
+  closeFd(fd);
+  const started = performance.now();
+  const timeout = new Promise<string>((resolve) => setTimeout(() => resolve('timed out'), 2000).unref());
+  t.equal(await Promise.race([client.close().then(() => 'closed'), timeout]), 'closed');
+  t.ok(performance.now() - started < 500, 'at once, while the Add still waits on its listeners');
+  t.match(await acked, { code: 'ZDS_ERR_CLOSED' }, 'the agent sees the connection close, not an Ack');
+  await manager.stopAll(0);
+  bind();
+});
+
+t.test('the ZDS socket directory must be trusted: no group/other write, a trusted owner', async (t) => {
+  const sub = join(dir, 'open-dir');
+  mkdirSync(sub, { mode: 0o700 });
+  chmodSync(sub, 0o777);
+  const { agent, client } = rig(t, { agentDir: sub });
+  await until(() => /writable by others/.test(client.status().lastError ?? ''), 5000, 'a refusal');
+  t.match(
+    client.status().lastError,
+    /the ZDS socket directory .*open-dir is writable by others \(mode 0777\); make it writable by its owner only/,
+  );
+  t.equal(client.status().connections, 0, 'no hello sent to whoever listens there');
+  t.ok(
+    lines.some((l) => l.message === 'refused to take pods from the ZDS socket'),
+    'logged as an error',
+  );
+  chmodSync(sub, 0o700);
+  const conn = await agent.accept();
+  t.pass('connected once the directory was fixed: the client kept retrying');
+  await conn.request(snapshotSent);
+
+  t.throws(() => checkSocketDirectory(join(sub, 'x.sock'), new Set([4242])), {
+    code: 'ZT_ERR_ZDS_UNTRUSTED',
+    message: /owned by uid 0, not a trusted uid \(4242\)/,
+  });
+  chmodSync(sub, 0o770);
+  t.throws(
+    () => checkSocketDirectory(join(sub, 'x.sock'), new Set([0])),
+    /writable by its group \(mode 0770\)/,
+  );
+  t.doesNotThrow(() => checkSocketDirectory(join(dir, 'x.sock'), new Set([process.getuid?.() ?? 0])));
+});
+
+t.test(
+  'the listener must run as a trusted uid (SO_PEERCRED; a real other-uid listener: test/netns/zds/peer-check.test.ts)',
+  async (t) => {
+    const trusted = new Set([0, 1337]);
+    t.doesNotThrow(() => checkAgentPeer('/run/ztunnel.sock', { pid: 1, uid: 0, gid: 0 }, trusted));
+    t.doesNotThrow(() => checkAgentPeer('/run/ztunnel.sock', { pid: 1, uid: 1337, gid: 0 }, trusted));
+    t.throws(() => checkAgentPeer('/run/ztunnel.sock', { pid: 42, uid: 1000, gid: 1000 }, trusted), {
+      code: 'ZT_ERR_ZDS_UNTRUSTED',
+      message:
+        /the process listening on \/run\/ztunnel\.sock \(pid 42\) runs as uid 1000, not a trusted uid \(0, 1337\); it may not hand pods to ztunnel/,
+    });
+  },
+);
+
 t.test('all fds are back to the baseline', async (t) => {
-  t.equal(openFdCount(), baseline);
+  t.equal(await settledFdCount(baseline), baseline);
 });

@@ -45,11 +45,24 @@ const manager = new WorkloadManager(ctx, {
   socketFactory: (ns: NetnsRef) =>
     new InPodSocketFactory('path' in ns ? { netnsPath: ns.path } : { netnsFd: ns.fd }),
 });
+// Ready as app.ts has it: the snapshot received (the ZDS gate) and no pod pending (the manager's).
+let snapshot = false;
+let ready = false;
+const updateReady = (): void => {
+  const now = snapshot && manager.pendingCount === 0;
+  if (now === ready) return;
+  ready = now;
+  send({ type: 'ready', ready });
+};
+manager.on('pending', updateReady);
 const zds = startZdsClient({
   path: zdsPath,
   manager,
   logger,
-  onReady: (ready) => send({ type: 'ready', ready }),
+  onReady: () => {
+    snapshot = true;
+    updateReady();
+  },
 });
 
 process.on('message', (m: ChildRequest) => {

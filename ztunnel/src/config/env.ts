@@ -1,9 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // ztunnel's configuration: environment variables with upstream's names where the meaning matches
 // (istio/ztunnel:src/config.rs), parsed once at start-up, validated strictly, frozen, and shown in
-// /config_dump. An invalid value stops start-up with a message naming the variable, the value
-// and what is expected.
-import { DEFAULT_AUTH_TOKEN, DEFAULT_XDS_ROOT_CA, loadWdsConfig, type WdsConfig } from '../xds/config.ts';
+// /config_dump (configForDump). An invalid value stops start-up with a message naming the
+// variable, the value and what is expected. No secret is a property of the configuration: a
+// literal AUTH_TOKEN lives in its reader's closure (./control-plane.ts), and the XDS_HEADER_*
+// values, which often carry credentials, are redacted in the dump.
+import { loadWdsConfig, type WdsConfig } from '../xds/config.ts';
+import {
+  loadControlPlaneSettings,
+  parseControlPlaneAddress,
+  type BearerToken,
+  type ControlPlaneSettings,
+  type ControlPlaneTls,
+} from './control-plane.ts';
 import { ConfigError } from './errors.ts';
 
 export { ConfigError } from './errors.ts';
@@ -12,12 +21,10 @@ export { ConfigError } from './errors.ts';
 export interface CaServiceConfig {
   /** host:port (CA_ADDRESS; defaults to XDS_ADDRESS). */
   readonly address: string;
-  /** PEM roots the CA's serving certificate must chain to (XDS_ROOT_CA). */
-  readonly rootCa: string;
-  /** Name to verify in its certificate (ALT_XDS_HOSTNAME); default the address's host. */
-  readonly serverName: string | undefined;
-  /** AUTH_TOKEN: an absolute path is re-read on every call; anything else is the token. */
-  readonly token: { readonly path: string } | { readonly value: string };
+  /** TLS (XDS_ROOT_CA, ALT_XDS_HOSTNAME), or undefined for plaintext (`http://` to loopback only). */
+  readonly tls: ControlPlaneTls | undefined;
+  /** AUTH_TOKEN's reader, the same as WDS's. */
+  readonly token: BearerToken;
 }
 
 export interface ZtunnelConfig {
@@ -34,6 +41,11 @@ export interface ZtunnelConfig {
   readonly inpodWorkloadsPath: string | undefined;
   /** The node agent's ZDS socket (INPOD_UDS); pods arrive over ZDS (spec §2.6). */
   readonly inpodUds: string | undefined;
+  /**
+   * Uids that may listen on INPOD_UDS and own its directory (INPOD_UDS_TRUSTED_UIDS, a comma
+   * list); undefined: root and ztunnel's own uid.
+   */
+  readonly inpodUdsTrustedUids: readonly number[] | undefined;
   /** WDS from the controller (XDS_ADDRESS and friends, see ../xds/config.ts); undefined in static mode. */
   readonly wds: WdsConfig | undefined;
   /** The controller's CA service; undefined when LOCAL_CA_DIR names a local CA. */
@@ -85,6 +97,19 @@ function int(env: Env, name: string, def: number | undefined, min: number, max: 
   return n;
 }
 
+function uidList(env: Env, name: string): readonly number[] | undefined {
+  const v = opt(env, name);
+  if (v === undefined) return undefined;
+  const uids = v.split(',').map((u) => u.trim());
+  if (!uids.every((u) => /^[0-9]{1,10}$/.test(u) && Number(u) <= 0xfffffffe)) {
+    throw new ConfigError(
+      'ZT_ERR_CONFIG',
+      `invalid env var ${name}=${v} (expected a comma-separated list of uids, e.g. 0,1337)`,
+    );
+  }
+  return Object.freeze(uids.map(Number));
+}
+
 function req(n: number | undefined, name: string): number {
   if (n === undefined) throw new ConfigError('ZT_ERR_CONFIG', `missing env var ${name}`);
   return n;
@@ -106,7 +131,7 @@ function drainDeadline(env: Env): number {
 const LEVELS = new Set(['trace', 'debug', 'info', 'warn', 'error', 'fatal']);
 
 /** The CA service settings: CA_ADDRESS, else XDS_ADDRESS, unless a local CA is configured. */
-function caServiceConfig(env: Env): CaServiceConfig | undefined {
+function caServiceConfig(env: Env, cp: ControlPlaneSettings): CaServiceConfig | undefined {
   const local = opt(env, 'LOCAL_CA_DIR');
   const explicit = opt(env, 'CA_ADDRESS');
   if (local !== undefined) {
@@ -118,15 +143,11 @@ function caServiceConfig(env: Env): CaServiceConfig | undefined {
     }
     return undefined;
   }
-  const address = (explicit ?? opt(env, 'XDS_ADDRESS'))?.replace(/^https?:\/\//, '');
-  if (address === undefined) return undefined;
-  const token = str(env, 'AUTH_TOKEN', DEFAULT_AUTH_TOKEN);
-  return {
-    address,
-    rootCa: str(env, 'XDS_ROOT_CA', DEFAULT_XDS_ROOT_CA),
-    serverName: opt(env, 'ALT_XDS_HOSTNAME'),
-    token: token.startsWith('/') ? { path: token } : { value: token },
-  };
+  const name = explicit !== undefined ? 'CA_ADDRESS' : 'XDS_ADDRESS';
+  const raw = explicit ?? opt(env, 'XDS_ADDRESS');
+  if (raw === undefined) return undefined;
+  const endpoint = parseControlPlaneAddress(name, raw, cp.tls);
+  return Object.freeze({ address: endpoint.address, tls: endpoint.tls, token: cp.token });
 }
 
 /** Exactly one source each for state, pods and certificates; the control plane needs its root. */
@@ -169,17 +190,20 @@ export function loadConfig(env: Env = process.env): ZtunnelConfig {
       `invalid env var LOG_LEVEL=${logLevel} (expected one of ${[...LEVELS].join(', ')})`,
     );
   }
+  const clusterId = str(env, 'CLUSTER_ID', 'Kubernetes');
+  const controlPlane = loadControlPlaneSettings(env);
   const cfg: ZtunnelConfig = {
     nodeName,
     trustDomain: str(env, 'TRUST_DOMAIN', 'cluster.local'),
-    clusterId: str(env, 'CLUSTER_ID', 'Kubernetes'),
+    clusterId,
     network: str(env, 'NETWORK', ''),
     localXdsPath: opt(env, 'LOCAL_XDS_PATH'),
     localCaDir: opt(env, 'LOCAL_CA_DIR'),
     inpodWorkloadsPath: opt(env, 'INPOD_WORKLOADS'),
     inpodUds: opt(env, 'INPOD_UDS'),
-    wds: loadWdsConfig(env, { nodeName, clusterId: str(env, 'CLUSTER_ID', 'Kubernetes') }),
-    ca: caServiceConfig(env),
+    inpodUdsTrustedUids: uidList(env, 'INPOD_UDS_TRUSTED_UIDS'),
+    wds: loadWdsConfig(env, { nodeName, clusterId, controlPlane }),
+    ca: caServiceConfig(env, controlPlane),
     adminPort: req(int(env, 'ADMIN_PORT', 15000, 0, 65535), 'ADMIN_PORT'),
     statsPort: req(int(env, 'STATS_PORT', 15020, 0, 65535), 'STATS_PORT'),
     readinessPort: req(int(env, 'READINESS_PORT', 15021, 0, 65535), 'READINESS_PORT'),
@@ -197,4 +221,20 @@ export function loadConfig(env: Env = process.env): ZtunnelConfig {
   };
   checkSources(cfg);
   return Object.freeze(cfg);
+}
+
+/**
+ * The configuration as /config_dump shows it (spec §7.3): everything, with the XDS_HEADER_*
+ * values redacted. Tokens need no redaction: they are never properties (see the file comment).
+ */
+export function configForDump(cfg: ZtunnelConfig): Record<string, unknown> {
+  return {
+    ...cfg,
+    ...(cfg.wds && {
+      wds: {
+        ...cfg.wds,
+        headers: Object.fromEntries(Object.keys(cfg.wds.headers).map((k) => [k, '(redacted)'])),
+      },
+    }),
+  };
 }

@@ -21,6 +21,20 @@ import { basename, dirname } from 'node:path';
 import { parseDocument } from 'yaml';
 import { MeshError, errorMessage } from '../../../src/shared/errors.ts';
 import { parseCidrText } from '../rbac/cidr.ts';
+import {
+  DNS_LABEL,
+  HOSTNAME_TEXT,
+  MAX_UID_LENGTH,
+  NAMESPACE_NAME,
+  OBJECT_NAME,
+  PLAIN_TEXT,
+  POLICY_NAME_TEXT,
+  SERVICE_ACCOUNT_NAME,
+  SERVICE_KEY,
+  TRUST_DOMAIN_NAME,
+  hasFormat,
+  type TextFormat,
+} from '../state/formats.ts';
 import { formatIp, isIpv4Mapped, parseIp } from '../state/ip.ts';
 import type {
   ApplicationTunnel,
@@ -68,16 +82,6 @@ export class StaticConfigError extends MeshError {}
 
 /** At most this many problems are listed in one error; the rest are counted. */
 const MAX_LISTED_ISSUES = 25;
-
-// ---- value formats ----
-
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
-const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
-const POLICY_NAME = /^[A-Za-z0-9._-]+$/;
-const HOSTNAME = /^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$/;
-const NO_SLASH_TEXT = /^[^/\s]*$/;
-const SERVICE_KEY = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/(\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$/;
 
 // ---- validation ----
 //
@@ -143,32 +147,9 @@ function expectLength(p: Problems, path: Path, v: unknown, min: number, max: num
   return s;
 }
 
-/** A string of a given shape (≤ max characters, matching re). */
-interface TextFormat {
-  readonly re: RegExp;
-  readonly max: number;
-  readonly expected: string;
-}
-
-function text(re: RegExp, max: number, expected: string): TextFormat {
-  return { re, max, expected };
-}
-
-const NAMESPACE_NAME = text(DNS_LABEL, 63, 'a Kubernetes namespace name (lowercase DNS label, ≤ 63 chars)');
-const OBJECT_NAME = text(DNS_SUBDOMAIN, 253, 'a Kubernetes object name (lowercase DNS subdomain)');
-const SERVICE_ACCOUNT_NAME = text(
-  DNS_SUBDOMAIN,
-  253,
-  'a Kubernetes service account name (lowercase DNS subdomain)',
-);
-const TRUST_DOMAIN_NAME = text(TRUST_DOMAIN, 255, 'a trust domain of [a-z0-9._-], e.g. cluster.local');
-const POLICY_NAME_TEXT = text(POLICY_NAME, 253, 'a policy name of [A-Za-z0-9._-]');
-const HOSTNAME_TEXT = text(HOSTNAME, 253, 'a DNS hostname such as echo.default.svc.cluster.local');
-const PLAIN_TEXT = text(NO_SLASH_TEXT, 253, "text without '/' or whitespace");
-
 function expectText(p: Problems, path: Path, v: unknown, f: TextFormat): string {
   if (typeof v !== 'string') return expectString(p, path, v);
-  if (v.length > f.max || !f.re.test(v)) p.got(path, v, `expected ${f.expected}`);
+  if (!hasFormat(v, f)) p.got(path, v, `expected ${f.expected}`);
   return v;
 }
 
@@ -581,7 +562,7 @@ function readWorkload(p: Problems, path: Path, v: unknown): Workload | undefined
       const str = (k: string): string => orDefault(o, k, '', (x) => expectString(p, field(k), x));
       const plain = (k: string): string => orDefault(o, k, '', (x) => expectText(p, field(k), x, PLAIN_TEXT));
       return {
-        ...(o.uid !== undefined && { uid: expectLength(p, field('uid'), o.uid, 1, 1024) }),
+        ...(o.uid !== undefined && { uid: expectLength(p, field('uid'), o.uid, 1, MAX_UID_LENGTH) }),
         name: expectText(p, field('name'), o.name, OBJECT_NAME),
         namespace: expectText(p, field('namespace'), o.namespace, NAMESPACE_NAME),
         addresses: readList(p, field('addresses'), o.addresses, expectIp),

@@ -6,17 +6,17 @@
 // Each call sends the CSR with `validity_duration` and the request metadata
 // `ImpersonatedIdentity` = the pod identity it asks for, and the gRPC metadata
 // `authorization: Bearer <token>` (ztunnel's own projected token, re-read from its file on every
-// call because the kubelet rotates it), `clusterid` and any CA_HEADER_* extras (§3.1). The
-// channel is TLS verified against the control-plane root file (XDS_ROOT_CA / CA_ROOT), re-read on
-// every call so that a rotated root rebuilds the channel (§4: "the CA root file … is watched");
-// plaintext exists for tests only and must be asked for by name. Every call has a deadline, and
-// gRPC failures become messages that say what to check.
-import { readFileSync } from 'node:fs';
+// call because the kubelet rotates it; the reader is ../config/control-plane.ts's, shared with
+// WDS), `clusterid` and any CA_HEADER_* extras (§3.1). The channel is TLS verified against the
+// control-plane root file (XDS_ROOT_CA), re-read on every call so that a rotated root rebuilds
+// the channel (§4: "the CA root file … is watched"); plaintext is allowed to a loopback address
+// only, as for WDS. Every call has a deadline, and gRPC failures become messages that say what
+// to check.
 import { credentials, Metadata, status, type ChannelOptions, type ServiceError } from '@grpc/grpc-js';
 import { IstioCertificateServiceClient } from '../../../src/shared/gen/citadel.ts';
 import type { CertificateSigner } from '../../../src/shared/identity/cert-manager.ts';
-import { pemCertificatesToDer } from '../../../src/shared/identity/pem.ts';
 import { MeshError, errorMessage } from '../../../src/shared/errors.ts';
+import { bearerToken, isLoopbackHostPort, readRootCa, type BearerToken } from '../config/control-plane.ts';
 
 /** Per-call deadline when none is configured. */
 export const DEFAULT_CA_TIMEOUT_MS = 10_000;
@@ -24,18 +24,21 @@ export const DEFAULT_CA_TIMEOUT_MS = 10_000;
 export const IMPERSONATED_IDENTITY = 'ImpersonatedIdentity';
 
 export type CaChannelSecurity =
-  /** TLS, verifying the CA's serving certificate against the roots in `rootCertPath`. */
+  /** TLS, verifying the CA's serving certificate against the roots in `rootCertPath` (or SYSTEM). */
   | {
       readonly kind: 'tls';
       readonly rootCertPath: string;
       /** Name to verify in the CA's certificate when it differs from the address's host. */
       readonly serverName?: string;
     }
-  /** No TLS at all: tests only, never a deployment (the token would travel in clear). */
-  | { readonly kind: 'insecure-plaintext-for-tests' };
+  /** No TLS at all, to a loopback address only (the token would otherwise travel in clear). */
+  | { readonly kind: 'plaintext' };
 
-/** AUTH_TOKEN: a file re-read on every call (the projected token), or the token itself. */
-export type CaToken = { readonly path: string } | { readonly value: string };
+/**
+ * AUTH_TOKEN: a reader (../config/control-plane.ts), or a file re-read on every call (the
+ * projected token), or the token itself.
+ */
+export type CaToken = BearerToken | { readonly path: string } | { readonly value: string };
 
 export interface CaClientOptions {
   /** host:port of the CA service (CA_ADDRESS), e.g. istiod.istio-system.svc:15012. */
@@ -67,6 +70,11 @@ const RESERVED_HEADERS = new Set(['authorization', 'clusterid', 'te', 'content-t
 
 function checkOptions(opts: CaClientOptions): number {
   if (opts.address === '') throw new CaClientError('CA client: the CA address (CA_ADDRESS) is empty');
+  if (opts.security.kind === 'plaintext' && !isLoopbackHostPort(opts.address)) {
+    throw new CaClientError(
+      `CA client: plaintext to ${opts.address} refused: plaintext is allowed only to a loopback address (the bearer token would cross the network in clear); use TLS`,
+    );
+  }
   if (opts.clusterId === '') throw new CaClientError('CA client: the cluster id (CLUSTER_ID) is empty');
   const timeout = opts.timeoutMs ?? DEFAULT_CA_TIMEOUT_MS;
   if (!Number.isFinite(timeout) || timeout <= 0) {
@@ -116,14 +124,17 @@ export class CaClient {
   readonly sign: CertificateSigner;
   readonly #opts: CaClientOptions;
   readonly #timeoutMs: number;
+  readonly #token: BearerToken;
   #client: IstioCertificateServiceClient | undefined;
-  /** The root PEM the current TLS channel was built with. */
-  #rootPem: string | undefined;
+  /** The roots the current TLS channel was built with (null: the system's). */
+  #roots: Buffer | null | undefined;
   #closed = false;
 
   constructor(opts: CaClientOptions) {
     this.#timeoutMs = checkOptions(opts);
     this.#opts = opts;
+    const t = opts.token;
+    this.#token = 'read' in t ? t : bearerToken('path' in t ? t.path : t.value);
     this.sign = (req) => this.#sign(req.csrPem, req.identity, req.ttlSeconds);
   }
 
@@ -134,13 +145,24 @@ export class CaClient {
     this.#client = undefined;
   }
 
-  async #sign(csrPem: string, identity: string, ttlSeconds: number): Promise<string[]> {
+  /** Throws once close() was called; checked again after every await, so no channel outlives close(). */
+  #checkOpen(): void {
     if (this.#closed) throw new CaClientError(`CA client for ${this.#opts.address} is closed`);
+  }
+
+  async #sign(csrPem: string, identity: string, ttlSeconds: number): Promise<string[]> {
+    this.#checkOpen();
     const metadata = new Metadata();
-    metadata.set('authorization', `Bearer ${this.#token()}`);
+    let token: string;
+    try {
+      token = await this.#token.read();
+    } catch (err) {
+      throw new CaClientError(errorMessage(err), { cause: err });
+    }
+    metadata.set('authorization', `Bearer ${token}`);
     metadata.set('clusterid', this.#opts.clusterId);
     for (const [name, value] of Object.entries(this.#opts.headers ?? {})) metadata.set(name, value);
-    const client = this.#channel();
+    const client = await this.#channel();
     const request = {
       csr: csrPem,
       validityDuration: ttlSeconds,
@@ -160,44 +182,23 @@ export class CaClient {
     return response;
   }
 
-  #token(): string {
-    const t = this.#opts.token;
-    if ('value' in t) {
-      if (t.value === '') throw new CaClientError('CA client: the literal token (AUTH_TOKEN) is empty');
-      return t.value;
-    }
-    let text: string;
-    try {
-      text = readFileSync(t.path, 'utf8');
-    } catch (err) {
-      throw new CaClientError(
-        `cannot read the CA token file ${t.path}: ${errorMessage(err)}; check the projected ServiceAccount token volume (audience istio-ca) is mounted`,
-        { cause: err },
-      );
-    }
-    const token = text.trim();
-    if (token === '') throw new CaClientError(`the CA token file ${t.path} is empty`);
-    return token;
-  }
-
-  /** The client for the current root file, rebuilt when the root changed since the last call. */
-  #channel(): IstioCertificateServiceClient {
+  /** The client for the current root file, rebuilt when the roots changed since the last call. */
+  async #channel(): Promise<IstioCertificateServiceClient> {
+    this.#checkOpen();
     const sec = this.#opts.security;
-    if (sec.kind === 'insecure-plaintext-for-tests') {
+    if (sec.kind === 'plaintext') {
       this.#client ??= new IstioCertificateServiceClient(this.#opts.address, credentials.createInsecure());
       return this.#client;
     }
-    let rootPem: string;
+    let roots: Buffer | null;
     try {
-      rootPem = readFileSync(sec.rootCertPath, 'utf8');
-      pemCertificatesToDer(rootPem, `CA root file ${sec.rootCertPath}`);
+      roots = await readRootCa({ rootCa: sec.rootCertPath, serverName: sec.serverName });
     } catch (err) {
-      throw new CaClientError(
-        `cannot use the CA root certificate file ${sec.rootCertPath}: ${errorMessage(err)}; check XDS_ROOT_CA / CA_ROOT`,
-        { cause: err },
-      );
+      throw new CaClientError(`cannot use the CA root certificate: ${errorMessage(err)}`, { cause: err });
     }
-    if (this.#client && rootPem === this.#rootPem) return this.#client;
+    this.#checkOpen(); // closed while the root file was read
+    const same = roots === null ? this.#roots === null : this.#roots?.equals(roots) === true;
+    if (this.#client && same) return this.#client;
     // Calls already started on the old channel finish; only new ones use the new root.
     this.#client?.close();
     const options: ChannelOptions =
@@ -206,10 +207,10 @@ export class CaClient {
         : { 'grpc.ssl_target_name_override': sec.serverName, 'grpc.default_authority': sec.serverName };
     this.#client = new IstioCertificateServiceClient(
       this.#opts.address,
-      credentials.createSsl(Buffer.from(rootPem)),
+      credentials.createSsl(roots),
       options,
     );
-    this.#rootPem = rootPem;
+    this.#roots = roots;
     return this.#client;
   }
 

@@ -3,6 +3,14 @@
 // (inbound HBONE) opened inside the pod's network namespace through its SocketFactory, an HBONE
 // client pool of its own (tunnels are never shared across pods, spec §1.5) and the pod's
 // certificate. Listeners use SO_REUSEPORT so a new ztunnel can take over during a handoff.
+//
+// The proxy is up as soon as its listeners are bound: the certificate is fetched in the
+// background (a Warmup prefetch), as upstream does ("ztunnel accepts connections immediately but
+// does not forward until the cert and workload info are present"). A connection that needs the
+// certificate before it has arrived waits for it — an outbound connection routed over HBONE
+// before its CONNECT, an inbound HBONE connection before its TLS handshake — for up to
+// `certificateWaitMs`, and raises the fetch to RealTime priority meanwhile; if the fetch fails or
+// the wait runs out, the connection is reset. Nothing is ever sent without mTLS instead.
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { HboneClient } from '../../../src/shared/hbone/client.ts';
@@ -33,6 +41,11 @@ export const DEFAULT_PROXY_PORTS: WorkloadProxyPorts = {
   host: '0.0.0.0',
 };
 
+/** The SPIFFE identity of a pod: its certificate's (spec §4). */
+export function podIdentity(trustDomain: string, pod: PodInfo): string {
+  return `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
+}
+
 export class WorkloadProxy {
   readonly pod: PodInfo;
   readonly identity: string;
@@ -40,8 +53,9 @@ export class WorkloadProxy {
   readonly #sockets: SocketFactory;
   readonly #ports: WorkloadProxyPorts;
   readonly #open = new Set<Duplex>();
+  /** Inbound HBONE sockets accepted but waiting for the certificate before their handshake. */
+  readonly #awaitingCert = new Set<net.Socket>();
   readonly #listeners: net.Server[] = [];
-  #cert: WorkloadCertificate | undefined;
   #client: HboneClient | undefined;
   #server: HboneServer | undefined;
   #local: Workload | undefined;
@@ -49,9 +63,6 @@ export class WorkloadProxy {
   #stopped = false;
   readonly #onStoreChange = (): void => {
     this.#localValid = false;
-  };
-  readonly #onCert = (id: string, cert: WorkloadCertificate): void => {
-    if (id === this.identity) this.#cert = cert;
   };
 
   constructor(
@@ -64,7 +75,7 @@ export class WorkloadProxy {
     this.pod = pod;
     this.#sockets = sockets;
     this.#ports = ports;
-    this.identity = `spiffe://${ctx.trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
+    this.identity = podIdentity(ctx.trustDomain, pod);
   }
 
   /** Live proxied connections (both directions), for /config_dump and drain. */
@@ -73,19 +84,21 @@ export class WorkloadProxy {
   }
 
   /**
-   * Fetches the pod's certificate and opens the three listeners. Throws (and leaves nothing
-   * open) when either fails; the caller keeps the pod pending and retries (spec §2.6 step 5).
+   * Starts fetching the pod's certificate in the background and opens the three listeners.
+   * Throws (and leaves nothing open) when a listener cannot be opened or the pod's identity is
+   * not a valid SPIFFE ID; the caller keeps the pod pending and retries (spec §2.6 step 5).
    */
   async start(): Promise<void> {
     const ctx = this.#ctx;
-    this.#cert = await ctx.certs.getCertificate(this.identity);
-    ctx.certs.on('updated', this.#onCert);
+    ctx.certs.prefetch(this.identity);
     ctx.store.on('changed', this.#onStoreChange);
+    // The current certificate, never an expired one: what each new TLS session presents.
     const certificate = (): WorkloadCertificate => {
-      const c = this.#cert;
+      const c = ctx.certs.current(this.identity);
       if (c === undefined) throw new MeshError('ZT_ERR_CERTIFICATE', `no certificate for ${this.identity}`);
       return c;
     };
+    const awaitCertificate = (): Promise<WorkloadCertificate> => this.#awaitCertificate();
     const track = (s: Duplex): void => {
       this.#open.add(s);
       s.once('close', () => this.#open.delete(s));
@@ -138,9 +151,10 @@ export class WorkloadProxy {
         s.on('error', () => undefined);
         // A transparent proxy must not add Nagle delays the application did not ask for.
         s.setNoDelay(true);
-        handleOutbound({ ctx, sockets: this.#sockets, client, localWorkload, track }, s).catch(
-          logError('outbound'),
-        );
+        handleOutbound(
+          { ctx, sockets: this.#sockets, client, awaitCertificate, localWorkload, track },
+          s,
+        ).catch(logError('outbound'));
       });
       plain.on('connection', (s: net.Socket) => {
         track(s);
@@ -151,7 +165,10 @@ export class WorkloadProxy {
         );
       });
       const server = this.#server;
-      hbone.on('connection', (s: net.Socket) => server.handleSocket(s));
+      hbone.on('connection', (s: net.Socket) => {
+        if (ctx.certs.current(this.identity) !== undefined) server.handleSocket(s);
+        else this.#handleHboneBeforeCertificate(server, s, logError('inbound HBONE'));
+      });
       for (const l of this.#listeners) l.on('error', logError('listener'));
     } catch (err) {
       await this.stop(0);
@@ -161,15 +178,17 @@ export class WorkloadProxy {
 
   /**
    * Stops accepting at once, then lets established connections finish for up to `deadlineMs`
-   * before destroying what is left. deadlineMs = 0 tears everything down immediately (ZDS Del:
-   * the pod is gone, spec security §3.1).
+   * before destroying what is left; deadlineMs = 0 tears everything down immediately. A ZDS Del
+   * drains for the drain deadline (WorkloadManager.del, decision 13); upstream tears down at once.
    */
   async stop(deadlineMs: number): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    this.#ctx.certs.off('updated', this.#onCert);
     this.#ctx.store.off('changed', this.#onStoreChange);
     for (const l of this.#listeners) l.close();
+    // Not yet handshaken: nothing of theirs was served, nothing to drain.
+    for (const s of this.#awaitingCert) s.resetAndDestroy();
+    this.#awaitingCert.clear();
     const waits: Promise<unknown>[] = [];
     if (this.#server) waits.push(this.#server.close({ deadlineMs }));
     if (deadlineMs > 0 && this.#open.size > 0) {
@@ -191,6 +210,54 @@ export class WorkloadProxy {
     for (const s of this.#open) s.destroy();
     this.#open.clear();
     if (this.#client) await this.#client.close();
+  }
+
+  /**
+   * The pod's certificate: the current one, else the fetch in flight (raised to RealTime), for up
+   * to certificateWaitMs. Rejects when the fetch fails, the wait runs out or a retry after a
+   * failure is pending: the caller refuses the connection.
+   */
+  async #awaitCertificate(): Promise<WorkloadCertificate> {
+    const certs = this.#ctx.certs;
+    const current = certs.current(this.identity);
+    if (current !== undefined) return current;
+    const ms = this.#ctx.certificateWaitMs;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        certs.getCertificate(this.identity),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            reject(
+              new MeshError(
+                'ZT_ERR_CERTIFICATE',
+                `no certificate for ${this.identity} within ${ms} ms; check the CA connection`,
+              ),
+            );
+          }, ms);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** An inbound HBONE connection that arrived before the certificate: handshake once it is here. */
+  #handleHboneBeforeCertificate(server: HboneServer, s: net.Socket, logError: (err: unknown) => void): void {
+    this.#awaitingCert.add(s);
+    s.on('error', () => undefined);
+    s.once('close', () => this.#awaitingCert.delete(s));
+    this.#awaitCertificate().then(
+      () => {
+        if (!this.#awaitingCert.delete(s)) return; // closed, or the proxy stopped meanwhile
+        server.handleSocket(s);
+      },
+      (err: unknown) => {
+        if (!this.#awaitingCert.delete(s)) return;
+        s.resetAndDestroy();
+        logError(err);
+      },
+    );
   }
 
   /** The pod's own WDS workload: matched on (name, namespace, service account, node) per spec §1.7. */

@@ -1,11 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
 // ztunnel's end of ZDS (spec 2.6; istio/ztunnel:src/inpod/{protocol,statemanager}.rs): connects
-// to the node agent's Unix socket (INPOD_UDS), says hello, and turns the agent's requests into
-// WorkloadManager calls, acking each one.
+// to the node agent's Unix socket (INPOD_UDS), checks who is listening there, says hello, and
+// turns the agent's requests into WorkloadManager calls, acking each one.
+//
+// Who may hand us pods: whoever listens at INPOD_UDS gives ztunnel network namespaces to open
+// listeners in, and so decides where the mesh's traffic goes. Before the hello, the socket's
+// directory must belong to a trusted uid and not be writable by group or others (nobody else
+// could have put a socket there), and the listener's SO_PEERCRED uid must be trusted (root or
+// ztunnel's own uid by default, `trustedUids`). Otherwise the connection is closed with an error
+// saying which check failed, and retried with the usual backoff.
 //
 //   AddWorkload    fd checked with NS_GET_NSTYPE, listener migration enabled in the netns (see
-//                  below), then manager.add (which owns the fd from then on); a failed start is
-//                  NACKed with the reason, and the pod stays pending and is retried by the manager
+//                  below), then manager.add (which owns the fd from then on). Acked once the pod's
+//                  listeners are bound; its certificate is fetched in the background, and
+//                  connections wait for it (workload-proxy.ts), so a slow CA never holds an Ack
+//                  past the agent's 5 s deadline. A failed start is NACKed with the reason, and the
+//                  pod stays pending and is retried by the manager
 //   KeepWorkload   snapshot only: the pod survives the reconcile
 //   DelWorkload    before SnapshotSent: drops the uid from this snapshot; after: manager.del
 //   SnapshotSent   reconcile: every pod neither added nor kept in this snapshot is removed
@@ -13,8 +23,11 @@
 // A second SnapshotSent, a KeepWorkload after it, or a message that breaks the framing rules
 // closes the connection; so does the agent going away. Running proxies are kept either way, and
 // the client reconnects (backoff from 10 ms doubling to 15 s, back to 10 ms after a complete
-// snapshot): the next snapshot reconciles. ztunnel is ready once a snapshot has been received and
-// no pod is pending.
+// snapshot): the next snapshot reconciles. This client's readiness is "a snapshot has been
+// received"; that no pod is pending is the manager's own readiness gate (app.ts).
+//
+// close() does not wait for a request being handled (an Add may be binding listeners): it closes
+// the connection and returns; the manager refuses pods once shutdown has begun.
 //
 // Handoff between an old and a new ztunnel (spec 2.6 step 7): both hold the in-pod listeners with
 // SO_REUSEPORT, and the old one closes its own when it shuts down. With plain SO_REUSEPORT the
@@ -24,16 +37,22 @@
 // the client never notices. It is a per-netns sysctl, so it is set in each pod's netns as the pod
 // arrives; it only changes what happens when a SO_REUSEPORT listener closes while another one
 // remains, which is the handoff. Failure (older kernel, no CAP_NET_ADMIN) is logged, not fatal.
-import { errorMessage } from '../../../src/shared/errors.ts';
+import { statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { MeshError, errorMessage } from '../../../src/shared/errors.ts';
 import {
   closeFd,
   namespaceType,
+  peerCredentials,
+  seqpacketConnect,
   writeNetSysctl,
   type NamespaceKind,
+  type PeerCredentials,
 } from '../../../src/shared/native/index.ts';
 import type { Logger } from '../../../src/shared/telemetry/logger.ts';
 import { ZdsConnection } from '../../../src/shared/zds/connection.ts';
-import { ZdsError, type ZdsRequest } from '../../../src/shared/zds/framing.ts';
+import { ZDS_LIMITS, ZdsError, type ZdsRequest } from '../../../src/shared/zds/framing.ts';
+import { SeqpacketSocket } from '../../../src/shared/zds/seqpacket.ts';
 import type { PodInfo } from '../proxy/context.ts';
 import type { WorkloadManager } from './workload-manager.ts';
 
@@ -42,8 +61,13 @@ export interface ZdsClientOptions {
   readonly path: string;
   readonly manager: WorkloadManager;
   readonly logger: Logger;
-  /** Called when readiness changes (snapshot received and nothing pending), starting from false. */
-  readonly onReady?: (ready: boolean) => void;
+  /** Called once, when the first complete snapshot has been received (this client's readiness). */
+  readonly onReady?: () => void;
+  /**
+   * Uids that may listen at `path` and own its directory (INPOD_UDS_TRUSTED_UIDS). Default root and
+   * this process's uid.
+   */
+  readonly trustedUids?: readonly number[];
   /** First reconnect delay; doubles per failed attempt. Default 10 ms. */
   readonly initialBackoffMs?: number;
   /** Reconnect delay cap. Default 15 s. */
@@ -57,8 +81,9 @@ export interface ZdsClientStatus {
   readonly connected: boolean;
   /** A complete snapshot has been received on some connection since start. */
   readonly snapshotReceived: boolean;
-  /** Pods whose proxy has not started yet. */
+  /** Pods whose proxy has not started yet (the manager's count; not part of `ready`). */
   readonly pending: number;
+  /** A snapshot has been received. */
   readonly ready: boolean;
   /** Connections that got as far as sending the hello. */
   readonly connections: number;
@@ -68,7 +93,10 @@ export interface ZdsClientStatus {
 
 export interface ZdsClient {
   status(): ZdsClientStatus;
-  /** Disconnects and stops reconnecting. Running proxies are left to the manager's owner. */
+  /**
+   * Disconnects and stops reconnecting, without waiting for a request being handled. Running
+   * proxies are left to the manager's owner.
+   */
   close(): Promise<void>;
 }
 
@@ -86,6 +114,7 @@ export function startZdsClient(opts: ZdsClientOptions): ZdsClient {
   const maxBackoff = opts.maxBackoffMs ?? 15_000;
   const connOpts = opts.deadlineMs === undefined ? {} : { deadlineMs: opts.deadlineMs };
 
+  const trusted: ReadonlySet<number> = new Set(opts.trustedUids ?? defaultTrustedUids());
   let closed = false;
   let current: ZdsConnection | undefined;
   /** Hello sent on `current`. */
@@ -93,17 +122,8 @@ export function startZdsClient(opts: ZdsClientOptions): ZdsClient {
   let snapshotReceived = false;
   let connections = 0;
   let lastError: string | undefined;
-  let ready = false;
   let wake: (() => void) | undefined;
   let backoff = initialBackoff;
-
-  const updateReady = (): void => {
-    const now = snapshotReceived && manager.pendingCount === 0;
-    if (now === ready) return;
-    ready = now;
-    opts.onReady?.(now);
-  };
-  manager.on('pending', updateReady);
 
   /** Waits `ms`, or less if close() is called; not at all once closed. */
   const sleep = (ms: number): Promise<void> =>
@@ -177,9 +197,11 @@ export function startZdsClient(opts: ZdsClientOptions): ZdsClient {
         if (s.snapshotDone) throw new ZdsError('ZDS_ERR_PROTOCOL', 'a second SnapshotSent on one connection');
         const removed = await manager.retain(s.seen);
         s.snapshotDone = true;
-        snapshotReceived = true;
         log.info({ pods: s.seen.size, removed }, 'snapshot received and reconciled');
-        updateReady();
+        if (!snapshotReceived) {
+          snapshotReceived = true;
+          opts.onReady?.();
+        }
         return '';
       }
     }
@@ -214,10 +236,12 @@ export function startZdsClient(opts: ZdsClientOptions): ZdsClient {
   const attempt = async (): Promise<void> => {
     let conn: ZdsConnection;
     try {
-      conn = ZdsConnection.connect(opts.path, connOpts);
+      conn = connectToAgent(opts.path, trusted, connOpts);
     } catch (err) {
       lastError = errorMessage(err);
-      log.debug({ err: lastError, retryMs: backoff }, 'cannot reach the node agent');
+      if (err instanceof MeshError && err.code === 'ZT_ERR_ZDS_UNTRUSTED') {
+        log.error({ err: lastError, retryMs: backoff }, 'refused to take pods from the ZDS socket');
+      } else log.debug({ err: lastError, retryMs: backoff }, 'cannot reach the node agent');
       return;
     }
     current = conn;
@@ -246,26 +270,95 @@ export function startZdsClient(opts: ZdsClientOptions): ZdsClient {
       backoff = Math.min(backoff * 2, maxBackoff);
     }
   };
-  const running = run();
+  void run();
 
   return {
     status: () => ({
       connected,
       snapshotReceived,
       pending: manager.pendingCount,
-      ready,
+      ready: snapshotReceived,
       connections,
       lastError,
     }),
-    close: async () => {
-      if (closed) return running;
+    close: () => {
       closed = true;
-      manager.off('pending', updateReady);
       wake?.();
       current?.close();
-      return running;
+      // The connection loop is not awaited: it may be waiting on a request's handler (see the
+      // file comment), and ends by itself once that handler returns.
+      return Promise.resolve();
     },
   };
+}
+
+function defaultTrustedUids(): number[] {
+  const own = process.getuid?.();
+  return own === undefined || own === 0 ? [0] : [0, own];
+}
+
+function describeUids(uids: ReadonlySet<number>): string {
+  return [...uids].join(', ');
+}
+
+/**
+ * Refuses a ZDS socket whose directory someone untrusted could have put it in: the directory must
+ * be owned by a trusted uid and writable by its owner only. Throws MeshError ZT_ERR_ZDS_UNTRUSTED.
+ */
+export function checkSocketDirectory(path: string, trusted: ReadonlySet<number>): void {
+  const dir = dirname(path);
+  let st;
+  try {
+    st = statSync(dir);
+  } catch (err) {
+    throw new MeshError(
+      'ZT_ERR_ZDS_UNREACHABLE',
+      `cannot inspect the directory ${dir} of ${path}: ${errorMessage(err)}`,
+      {
+        cause: err,
+      },
+    );
+  }
+  if (!trusted.has(st.uid)) {
+    throw new MeshError(
+      'ZT_ERR_ZDS_UNTRUSTED',
+      `the ZDS socket directory ${dir} is owned by uid ${st.uid}, not a trusted uid (${describeUids(trusted)}); anyone owning it could stand in for the node agent`,
+    );
+  }
+  if ((st.mode & 0o022) !== 0) {
+    throw new MeshError(
+      'ZT_ERR_ZDS_UNTRUSTED',
+      `the ZDS socket directory ${dir} is writable by ${(st.mode & 0o002) !== 0 ? 'others' : 'its group'} (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}); make it writable by its owner only (e.g. 0700)`,
+    );
+  }
+}
+
+/** Refuses a listener whose SO_PEERCRED uid is not trusted. Throws MeshError ZT_ERR_ZDS_UNTRUSTED. */
+export function checkAgentPeer(path: string, peer: PeerCredentials, trusted: ReadonlySet<number>): void {
+  if (trusted.has(peer.uid)) return;
+  throw new MeshError(
+    'ZT_ERR_ZDS_UNTRUSTED',
+    `the process listening on ${path} (pid ${peer.pid}) runs as uid ${peer.uid}, not a trusted uid (${describeUids(trusted)}); it may not hand pods to ztunnel`,
+  );
+}
+
+/** Connects to the agent's socket after checking its directory, then checks who accepted. */
+function connectToAgent(
+  path: string,
+  trusted: ReadonlySet<number>,
+  opts: { deadlineMs?: number },
+): ZdsConnection {
+  checkSocketDirectory(path, trusted);
+  const fd = seqpacketConnect(path);
+  let peer: PeerCredentials;
+  try {
+    peer = peerCredentials(fd);
+    checkAgentPeer(path, peer, trusted);
+  } catch (err) {
+    closeFd(fd);
+    throw err;
+  }
+  return new ZdsConnection(new SeqpacketSocket(fd, ZDS_LIMITS, peer), opts);
 }
 
 /** The pod an AddWorkload asks for, or why it cannot be acted on (the NACK text). */

@@ -23,6 +23,8 @@ export interface ProxyContext {
   readonly connectTimeoutMs: number;
   /** How long a connection waits for the pod's own workload to arrive from WDS (spec §1.3: 5 s). */
   readonly workloadWaitMs: number;
+  /** How long a connection waits for the pod's certificate while it is being fetched. */
+  readonly certificateWaitMs: number;
 }
 
 /** The ZDS WorkloadInfo of a pod (spec §2.6): how the proxy finds its own WDS workload. */

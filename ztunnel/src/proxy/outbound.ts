@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Outbound (15001, spec §1.6): a connection the pod's app opened, redirected to ztunnel. Read the
 // original destination, route it (service VIP → endpoint, workload IP → direct, unknown →
-// passthrough), then carry it over HBONE to the destination's 15008 expecting its identity, or
-// pass it through untouched from inside the pod netns with ztunnel's mark.
+// passthrough), then carry it over HBONE to the destination's 15008 expecting its identity (once
+// the pod's certificate is there), or pass it through untouched from inside the pod netns with
+// ztunnel's mark.
 import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -73,6 +74,11 @@ export interface OutboundDeps {
   readonly ctx: ProxyContext;
   readonly sockets: SocketFactory;
   readonly client: HboneClient;
+  /**
+   * Resolves once the pod's certificate is there (waiting a bounded time for the fetch in
+   * flight); rejects when there is none to be had. Awaited before any HBONE connection.
+   */
+  awaitCertificate(): Promise<unknown>;
   /** The pod's own workload, waiting briefly for WDS if it has not arrived yet. */
   localWorkload(): Promise<Workload | undefined>;
   readonly track: (s: Duplex) => void;
@@ -188,6 +194,9 @@ export async function handleOutbound(deps: OutboundDeps, socket: net.Socket): Pr
   const peerAddr = hostPort(route.peer.ip, route.peer.port);
   let tunnel;
   try {
+    // Not a byte leaves before our certificate is here: a connection made while it is still
+    // being fetched waits for it, and is reset if it cannot be had (never sent in plaintext).
+    await deps.awaitCertificate();
     tunnel = await deps.client.connect({
       peer: { host: route.peer.ip, port: route.peer.port },
       authority: route.authority,

@@ -17,7 +17,7 @@
 //   reset after a response arrives and on the closes upstream treats as benign (OK, CANCELLED,
 //   UNKNOWN, DEADLINE_EXCEEDED, UNAVAILABLE "transport is closing" / "received prior goaway").
 // - Every attempt uses a new channel, so the delays are ours, not grpc-js's own reconnect
-//   backoff (which grows to 120 s).
+//   backoff (which grows to 120 s), and new credentials: a rotated root file is read again.
 // - `status()` is what /config_dump shows: per type the versions held, the last nonce, ACK/NACK
 //   counts and the last error.
 import {
@@ -60,7 +60,11 @@ const NACK_CODE = GrpcStatus.INVALID_ARGUMENT;
 export interface WdsClientOptions {
   /** `host:port` of the controller's xDS port (15012). */
   readonly address: string;
-  readonly credentials: ChannelCredentials;
+  /**
+   * The channel credentials, asked for again for every connection attempt, so a rotated root
+   * file (XDS_ROOT_CA) is trusted from the next reconnect on.
+   */
+  readonly credentials: () => ChannelCredentials | Promise<ChannelCredentials>;
   /** Extra channel options, e.g. `grpc.ssl_target_name_override` (ALT_XDS_HOSTNAME). */
   readonly channelOptions?: ChannelOptions;
   /**
@@ -202,6 +206,16 @@ class WdsClientImpl implements WdsClient {
   async #connect(): Promise<void> {
     if (this.#state === 'closed') return;
     this.#state = 'connecting';
+    let credentials: ChannelCredentials;
+    try {
+      credentials = await this.#opts.credentials();
+    } catch (err) {
+      this.#disconnected({
+        code: GrpcStatus.UNAVAILABLE,
+        details: `cannot build the channel credentials: ${errorMessage(err)}`,
+      });
+      return;
+    }
     let metadata: Metadata;
     try {
       metadata = await this.#opts.metadata();
@@ -212,8 +226,8 @@ class WdsClientImpl implements WdsClient {
       });
       return;
     }
-    if (this.#isClosed()) return; // closed while the metadata was being built
-    const client = new AggregatedDiscoveryServiceClient(this.#opts.address, this.#opts.credentials, {
+    if (this.#isClosed()) return; // closed while the credentials or metadata were being built
+    const client = new AggregatedDiscoveryServiceClient(this.#opts.address, credentials, {
       'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
       // A controller that vanished without closing the connection is noticed within ~40 s.
       'grpc.keepalive_time_ms': 30_000,

@@ -1,32 +1,29 @@
 // SPDX-License-Identifier: Apache-2.0
 // How ztunnel reaches the controller's WDS (spec ambient-protocols §3.1), from upstream's
-// environment variables:
+// environment variables. The address, roots, server name and token are the control plane's
+// (../config/control-plane.ts: XDS_ADDRESS, XDS_ROOT_CA, ALT_XDS_HOSTNAME, AUTH_TOKEN), parsed
+// once and shared with the CA client; the rest is WDS's own:
 //
-//   XDS_ADDRESS          controller address: `host:port` or `https://host:port` (TLS), or
-//                        `http://host:port` (plaintext, loopback only: the bearer token would
-//                        otherwise cross the network in clear). Unset: no WDS (static mode).
-//   XDS_ROOT_CA          PEM roots the controller's certificate must chain to
-//                        (default /var/run/secrets/istio/root-cert.pem); `SYSTEM` = system roots.
-//   ALT_XDS_HOSTNAME     name to verify in the controller's certificate instead of XDS_ADDRESS's host.
-//   AUTH_TOKEN           bearer token: an absolute path to a file, re-read on every connect so a
-//                        rotated projected token is picked up (default
-//                        /var/run/secrets/tokens/istio-token), or the token itself.
-//   XDS_HEADER_<NAME>    extra call metadata `<name>: <value>`.
+//   XDS_HEADER_<NAME>    extra call metadata `<name>: <value>` (shown redacted in /config_dump:
+//                        such headers often carry credentials).
 //   INSTANCE_IP, POD_NAME, POD_NAMESPACE   the node id `ztunnel~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`.
 //   ISTIO_METAJSON_<K>   JSON value added to the node metadata under <K>.
 //   XDS_ON_DEMAND        only `false` is accepted: this ztunnel subscribes to every resource.
 //
 // NODE_NAME and CLUSTER_ID (sent as `clusterid`) come from the main configuration (../config/env.ts).
-import { readFile } from 'node:fs/promises';
+//
+// No gRPC here: ../config/env.ts parses this in every mode, and static mode must not load grpc-js
+// (decision 11). The channel itself is built by ./connection.ts.
 import { isIP } from 'node:net';
-import { credentials as grpcCredentials, Metadata, type ChannelOptions } from '@grpc/grpc-js';
 import type { Node } from '../../../src/shared/gen/envoy/config/core/v3/base.ts';
 import { errorMessage } from '../../../src/shared/errors.ts';
+import {
+  parseControlPlaneAddress,
+  type BearerToken,
+  type ControlPlaneSettings,
+  type ControlPlaneTls,
+} from '../config/control-plane.ts';
 import { ConfigError } from '../config/errors.ts';
-import type { WdsClientOptions } from './client.ts';
-
-export const DEFAULT_XDS_ROOT_CA = '/var/run/secrets/istio/root-cert.pem';
-export const DEFAULT_AUTH_TOKEN = '/var/run/secrets/tokens/istio-token';
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -34,9 +31,9 @@ export interface WdsConfig {
   /** `host:port` as grpc-js dials it. */
   readonly address: string;
   /** TLS settings, or undefined for plaintext (loopback only). */
-  readonly tls: { readonly rootCa: string; readonly serverName: string | undefined } | undefined;
-  /** Where the bearer token comes from: a file path, or `(literal)`; never the token itself. */
-  readonly authTokenSource: string;
+  readonly tls: ControlPlaneTls | undefined;
+  /** The bearer token's source; its JSON shows the file or `(literal)`, never the token. */
+  readonly token: BearerToken;
   readonly clusterId: string;
   /** Extra call metadata from XDS_HEADER_*. */
   readonly headers: Readonly<Record<string, string>>;
@@ -47,8 +44,6 @@ export interface WdsConfig {
     readonly nodeName: string;
     readonly metaJson: Readonly<Record<string, unknown>>;
   };
-  /** Reads the bearer token (the file again each time). Not part of the JSON dump. */
-  readonly readToken: () => Promise<string>;
 }
 
 function invalid(name: string, value: string, why: string): ConfigError {
@@ -61,63 +56,18 @@ function required(env: Env, name: string, why: string): string {
   return v;
 }
 
-/** `host:port` → [host, port]; IPv6 hosts in brackets. */
-function splitHostPort(name: string, value: string): { host: string; port: number } {
-  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(value);
-  const port = Number(m?.[2]);
-  if (m === null || port < 1 || port > 65535) {
-    throw invalid(
-      name,
-      value,
-      'expected host:port, https://host:port or http://host:port, e.g. istiod.istio-system.svc:15012',
-    );
-  }
-  return { host: (m[1] ?? '').replace(/^\[(.*)\]$/, '$1'), port };
-}
-
-function isLoopback(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
-}
-
 /** The WDS settings, or undefined when XDS_ADDRESS is unset (static mode). Throws ConfigError. */
 export function loadWdsConfig(
   env: Env,
-  base: { nodeName: string; clusterId: string },
+  base: { nodeName: string; clusterId: string; controlPlane: ControlPlaneSettings },
 ): WdsConfig | undefined {
   const raw = env.XDS_ADDRESS;
   if (raw === undefined || raw === '') return undefined;
-  const scheme = /^(https?):\/\//.exec(raw)?.[1];
-  const hostPort = scheme === undefined ? raw : raw.slice(scheme.length + 3);
-  const { host } = splitHostPort('XDS_ADDRESS', hostPort);
-  const plaintext = scheme === 'http';
-  if (plaintext && !isLoopback(host)) {
-    throw invalid(
-      'XDS_ADDRESS',
-      raw,
-      'plaintext http:// is allowed only to a loopback address; use https:// (TLS)',
-    );
-  }
+  const endpoint = parseControlPlaneAddress('XDS_ADDRESS', raw, base.controlPlane.tls);
   const onDemand = env.XDS_ON_DEMAND;
   if (onDemand !== undefined && onDemand !== '' && onDemand !== 'false') {
     throw invalid('XDS_ON_DEMAND', onDemand, 'on-demand WDS is not supported; unset it or set false');
   }
-
-  const token = env.AUTH_TOKEN === undefined || env.AUTH_TOKEN === '' ? DEFAULT_AUTH_TOKEN : env.AUTH_TOKEN;
-  const tokenFile = token.startsWith('/') ? token : undefined;
-  const readToken = async (): Promise<string> => {
-    if (tokenFile === undefined) return token;
-    try {
-      return (await readFile(tokenFile, 'utf8')).trim();
-    } catch (err) {
-      throw new ConfigError(
-        'ZT_ERR_CONFIG',
-        `cannot read the xDS bearer token ${tokenFile}: ${errorMessage(err)}; check AUTH_TOKEN and the projected token volume`,
-        { cause: err },
-      );
-    }
-  };
 
   const headers: Record<string, string> = {};
   const metaJson: Record<string, unknown> = {};
@@ -128,8 +78,12 @@ export function loadWdsConfig(
       if (!/^[a-z0-9][a-z0-9_.-]*$/.test(name) || name.endsWith('-bin')) {
         throw invalid(k, v, 'the header name after XDS_HEADER_ must be [A-Za-z0-9_.-] and not end in -bin');
       }
+      // The value may be a credential: the error shows the name only.
       if (/[\x00-\x1f\x7f]/.test(v))
-        throw invalid(k, JSON.stringify(v), 'control characters are not allowed in a header value');
+        throw new ConfigError(
+          'ZT_ERR_CONFIG',
+          `invalid env var ${k} (control characters are not allowed in a header value)`,
+        );
       headers[name] = v;
     } else if (k.startsWith('ISTIO_METAJSON_')) {
       try {
@@ -144,18 +98,9 @@ export function loadWdsConfig(
   const instanceIp = required(env, 'INSTANCE_IP', why);
   if (isIP(instanceIp) === 0) throw invalid('INSTANCE_IP', instanceIp, 'expected an IP address');
   return Object.freeze({
-    address: hostPort,
-    tls: plaintext
-      ? undefined
-      : {
-          rootCa:
-            env.XDS_ROOT_CA === undefined || env.XDS_ROOT_CA === '' ? DEFAULT_XDS_ROOT_CA : env.XDS_ROOT_CA,
-          serverName:
-            env.ALT_XDS_HOSTNAME === undefined || env.ALT_XDS_HOSTNAME === ''
-              ? undefined
-              : env.ALT_XDS_HOSTNAME,
-        },
-    authTokenSource: tokenFile ?? '(literal)',
+    address: endpoint.address,
+    tls: endpoint.tls,
+    token: base.controlPlane.token,
     clusterId: base.clusterId,
     headers,
     node: {
@@ -165,7 +110,6 @@ export function loadWdsConfig(
       nodeName: base.nodeName,
       metaJson,
     },
-    readToken,
   });
 }
 
@@ -183,44 +127,5 @@ export function ztunnelNode(n: WdsConfig['node']): Node {
     },
     userAgentName: 'ztunnel',
     clientFeatures: [],
-  };
-}
-
-/** The connection part of WdsClientOptions: credentials (reading XDS_ROOT_CA), metadata, node. */
-export async function wdsConnectionOptions(
-  cfg: WdsConfig,
-): Promise<Pick<WdsClientOptions, 'address' | 'credentials' | 'channelOptions' | 'metadata' | 'node'>> {
-  let credentials;
-  const channelOptions: ChannelOptions = {};
-  if (cfg.tls === undefined) credentials = grpcCredentials.createInsecure();
-  else {
-    let roots: Buffer | null = null;
-    if (cfg.tls.rootCa !== 'SYSTEM') {
-      try {
-        roots = await readFile(cfg.tls.rootCa);
-      } catch (err) {
-        throw new ConfigError(
-          'ZT_ERR_CONFIG',
-          `cannot read XDS_ROOT_CA ${cfg.tls.rootCa}: ${errorMessage(err)}; mount the mesh root certificate or set XDS_ROOT_CA=SYSTEM`,
-          { cause: err },
-        );
-      }
-    }
-    credentials = grpcCredentials.createSsl(roots);
-    if (cfg.tls.serverName !== undefined)
-      channelOptions['grpc.ssl_target_name_override'] = cfg.tls.serverName;
-  }
-  return {
-    address: cfg.address,
-    credentials,
-    channelOptions,
-    node: ztunnelNode(cfg.node),
-    metadata: async () => {
-      const md = new Metadata();
-      for (const [k, v] of Object.entries(cfg.headers)) md.set(k, v);
-      md.set('authorization', `Bearer ${await cfg.readToken()}`);
-      md.set('clusterid', cfg.clusterId);
-      return md;
-    },
   };
 }

@@ -7,13 +7,13 @@
 // list of what is wrong (`workload.addresses[0]: got 5 bytes, expected 4 (IPv4) or 16 (IPv6)`),
 // which the client NACKs while it applies the rest of the response (spec §3.3, checklist E.66).
 //
-// The checks are the static config's (../config/static-config.ts) wherever they say whether the
-// resource can be represented and used: the resource name matches its content (uid,
-// `namespace/hostname`, `namespace/name`), identity fields (namespace, service account, trust
-// domain) have Kubernetes/SPIFFE form, enum values are known (LEGACY_ISTIO_MTLS included: we
-// cannot send it), IPs are 4 or 16 bytes and not IPv4-mapped, ports and prefix lengths are in
-// range, a oneof is set, a workload has addresses or a hostname but not both, service ports are
-// unique. Left out on purpose: checks across resources (they arrive independently; a
+// The checks are the static config's (../config/static-config.ts; the text formats of both are
+// ../state/formats.ts) wherever they say whether the resource can be represented and used: the
+// resource name matches its content (uid, `namespace/hostname`, `namespace/name`), identity
+// fields (namespace, service account, trust domain) have Kubernetes/SPIFFE form, enum values are
+// known (LEGACY_ISTIO_MTLS included: we cannot send it), IPs are 4 or 16 bytes and not
+// IPv4-mapped, ports and prefix lengths are in range, a oneof is set, a workload has addresses or
+// a hostname but not both, service ports are unique. Left out on purpose: checks across resources (they arrive independently; a
 // referenced policy that has not arrived is denied by RBAC, checklist C.45; pod IP reuse is
 // handled by the store, B.37) and the lints of matcher text the static config applies to
 // hand-written YAML (principal spelled with `spiffe://`, `*`): a refused policy is absent, and
@@ -22,6 +22,19 @@
 // Extensions (Workload/Service/Authorization/Match `extensions`) are not interpreted.
 import type * as pbAuth from '../../../src/shared/gen/authorization.ts';
 import type * as pb from '../../../src/shared/gen/workload.ts';
+import {
+  HOSTNAME_TEXT,
+  MAX_UID_LENGTH,
+  NAMESPACE_NAME,
+  OBJECT_NAME,
+  PLAIN_TEXT,
+  POLICY_NAME_TEXT,
+  SERVICE_ACCOUNT_NAME,
+  SERVICE_KEY,
+  TRUST_DOMAIN_NAME,
+  hasFormat,
+  type TextFormat,
+} from '../state/formats.ts';
 import { formatIp, isIpv4Mapped, type IpAddr } from '../state/ip.ts';
 import type {
   ApplicationTunnel,
@@ -70,55 +83,6 @@ export type AddressResource =
 /** At most this many problems are spelled out per resource; the rest are counted. */
 const MAX_LISTED_PROBLEMS = 5;
 
-// Formats shared with the static config (same expressions, same limits).
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
-const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
-const POLICY_NAME = /^[A-Za-z0-9._-]+$/;
-const HOSTNAME = /^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$/;
-const NO_SLASH_TEXT = /^[^/\s]*$/;
-const SERVICE_KEY = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/(\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$/;
-
-interface TextFormat {
-  readonly re: RegExp;
-  readonly max: number;
-  readonly expected: string;
-}
-
-const NAMESPACE_NAME: TextFormat = {
-  re: DNS_LABEL,
-  max: 63,
-  expected: 'a Kubernetes namespace name (lowercase DNS label, ≤ 63 chars)',
-};
-const OBJECT_NAME: TextFormat = {
-  re: DNS_SUBDOMAIN,
-  max: 253,
-  expected: 'a Kubernetes object name (lowercase DNS subdomain)',
-};
-const SERVICE_ACCOUNT_NAME: TextFormat = {
-  re: DNS_SUBDOMAIN,
-  max: 253,
-  expected: 'a Kubernetes service account name (lowercase DNS subdomain)',
-};
-const TRUST_DOMAIN_NAME: TextFormat = {
-  re: TRUST_DOMAIN,
-  max: 255,
-  expected: 'a trust domain of [a-z0-9._-], e.g. cluster.local',
-};
-const POLICY_NAME_TEXT: TextFormat = {
-  re: POLICY_NAME,
-  max: 253,
-  expected: 'a policy name of [A-Za-z0-9._-]',
-};
-const HOSTNAME_TEXT: TextFormat = {
-  re: HOSTNAME,
-  max: 253,
-  expected: 'a DNS hostname such as echo.default.svc.cluster.local',
-};
-const PLAIN_TEXT: TextFormat = { re: NO_SLASH_TEXT, max: 253, expected: "text without '/' or whitespace" };
-
-const MAX_UID_LENGTH = 1024;
-
 /**
  * Problems found in one resource, each `path: what is wrong`. No text here contains "; ": that
  * separates resources in a NACK (spec §3.3).
@@ -151,7 +115,7 @@ function describe(v: string): string {
 }
 
 function text(p: Problems, path: string, v: string, f: TextFormat): string {
-  if (v.length > f.max || !f.re.test(v)) p.add(path, `got ${describe(v)}, expected ${f.expected}`);
+  if (!hasFormat(v, f)) p.add(path, `got ${describe(v)}, expected ${f.expected}`);
   return v;
 }
 

@@ -137,17 +137,17 @@ t.test('token problems fail before any call, naming the file', async (t) => {
   const dir = tempDir(t);
   const base = {
     address: stub.address,
-    security: { kind: 'insecure-plaintext-for-tests' },
+    security: { kind: 'plaintext' },
     clusterId: 'K',
   } as const;
   const missing = client(t, { ...base, token: { path: join(dir, 'absent') } });
   t.match(
     (await failure(sign(missing))).message,
-    /cannot read the CA token file .*absent.*projected ServiceAccount token/,
+    /cannot read the token file .*absent \(AUTH_TOKEN\).*projected ServiceAccount token/,
   );
   writeFileSync(join(dir, 'empty'), '\n');
   const empty = client(t, { ...base, token: { path: join(dir, 'empty') } });
-  t.match((await failure(sign(empty))).message, /token file .*empty is empty/);
+  t.match((await failure(sign(empty))).message, /token file .*empty \(AUTH_TOKEN\) is empty/);
   t.equal(stub.received.length, 0);
   const literal = client(t, { ...base, token: { value: 'lit' } });
   await sign(literal);
@@ -182,7 +182,10 @@ t.test(
     t.same(await sign(c), ['leaf\n', 'root\n'], 'works once the root file holds the right root');
 
     writeFileSync(rootPath, 'not a certificate');
-    t.match((await failure(sign(c))).message, /cannot use the CA root certificate file .*XDS_ROOT_CA/);
+    t.match(
+      (await failure(sign(c))).message,
+      /cannot use the CA root certificate: cannot read XDS_ROOT_CA .*root-cert\.pem/,
+    );
   },
 );
 
@@ -206,7 +209,7 @@ t.test('each call has a deadline', async (t) => {
   stub.answer = () => 'hang';
   const c = client(t, {
     address: stub.address,
-    security: { kind: 'insecure-plaintext-for-tests' },
+    security: { kind: 'plaintext' },
     token: { value: 'tok' },
     clusterId: 'Kubernetes',
     timeoutMs: 500,
@@ -223,7 +226,7 @@ t.test('an unreachable CA', async (t) => {
   await new Promise<void>((resolve) => probe.close(() => resolve()));
   const c = client(t, {
     address: `127.0.0.1:${port}`,
-    security: { kind: 'insecure-plaintext-for-tests' },
+    security: { kind: 'plaintext' },
     token: { value: 'tok' },
     clusterId: 'Kubernetes',
     timeoutMs: 20_000,
@@ -237,7 +240,7 @@ t.test('refusals of the CA become messages that say what to check', async (t) =>
   const stub = await startStub(t);
   const c = client(t, {
     address: stub.address,
-    security: { kind: 'insecure-plaintext-for-tests' },
+    security: { kind: 'plaintext' },
     token: { value: 'tok' },
     clusterId: 'Kubernetes',
   });
@@ -264,7 +267,7 @@ t.test('a closed client refuses further calls', async (t) => {
   const stub = await startStub(t);
   const c = new CaClient({
     address: stub.address,
-    security: { kind: 'insecure-plaintext-for-tests' },
+    security: { kind: 'plaintext' },
     token: { value: 'tok' },
     clusterId: 'Kubernetes',
   });

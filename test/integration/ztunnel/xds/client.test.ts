@@ -4,6 +4,9 @@
 // convergence, per-resource NACK with the good resources applied, readiness only after both
 // types, serving the last state while the controller is away, reconnect with
 // initial_resource_versions, authentication and TLS verification of the controller.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   credentials as grpcCredentials,
@@ -23,6 +26,7 @@ import type {
 } from '../../../../src/shared/gen/envoy/service/discovery/v3/discovery.ts';
 import { Authorization } from '../../../../src/shared/gen/authorization.ts';
 import { Address } from '../../../../src/shared/gen/workload.ts';
+import { loadConfig } from '../../../../ztunnel/src/config/env.ts';
 import { evaluate } from '../../../../ztunnel/src/rbac/rbac.ts';
 import { StateStore } from '../../../../ztunnel/src/state/store.ts';
 import {
@@ -32,6 +36,7 @@ import {
   type WdsClient,
   type WdsClientOptions,
 } from '../../../../ztunnel/src/xds/client.ts';
+import { wdsConnectionOptions } from '../../../../ztunnel/src/xds/connection.ts';
 import { mintCert, newTestCa } from '../../../helpers/pki.ts';
 import {
   MemoryLog,
@@ -100,7 +105,7 @@ function startClient(t: Test, address: string, over: Partial<WdsClientOptions> =
   const ready = new Promise<void>((resolve) => (markReady = resolve));
   const client = startWdsClient({
     address,
-    credentials: grpcCredentials.createInsecure(),
+    credentials: () => grpcCredentials.createInsecure(),
     metadata: () => nodeMetadata(),
     node: NODE,
     store,
@@ -297,7 +302,7 @@ t.test('TLS: the client verifies the controller certificate', async (t) => {
   const tlsOptions = { 'grpc.ssl_target_name_override': 'istiod.istio-system.svc' };
 
   const good = startClient(t, h.address, {
-    credentials: grpcCredentials.createSsl(root),
+    credentials: () => grpcCredentials.createSsl(root),
     channelOptions: tlsOptions,
   });
   await good.ready;
@@ -305,12 +310,12 @@ t.test('TLS: the client verifies the controller certificate', async (t) => {
 
   const otherCa = await newTestCa();
   const wrong = startClient(t, h.address, {
-    credentials: grpcCredentials.createSsl(Buffer.from(otherCa.exportKeyMaterial().rootCertPem)),
+    credentials: () => grpcCredentials.createSsl(Buffer.from(otherCa.exportKeyMaterial().rootCertPem)),
     channelOptions: tlsOptions,
     backoff: { initialMs: 10, maxMs: 50 },
   });
   const wrongName = startClient(t, h.address, {
-    credentials: grpcCredentials.createSsl(root),
+    credentials: () => grpcCredentials.createSsl(root),
     channelOptions: { 'grpc.ssl_target_name_override': 'evil.example.com' },
     backoff: { initialMs: 10, maxMs: 50 },
   });
@@ -328,6 +333,52 @@ t.test('TLS: the client verifies the controller certificate', async (t) => {
   }
   t.equal(h.wds.metrics.connectedClients, 1, 'only the verifying client got a stream');
 });
+
+t.test(
+  'TLS: after a root rotation (XDS_ROOT_CA rewritten), the next reconnect trusts the new root',
+  async (t) => {
+    const ca = await newTestCa();
+    const serverCert = await mintCert({ issuer: ca, dnsNames: ['istiod.istio-system.svc'] });
+    const h = await startTestWds(t, {
+      credentials: ServerCredentials.createSsl(null, [
+        { private_key: Buffer.from(serverCert.privateKeyPem), cert_chain: Buffer.from(serverCert.certPem) },
+      ]),
+    });
+    put(h.store, { workloads: [podWorkload(0)] });
+    const dir = mkdtempSync(join(tmpdir(), 'wds-root-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const rootFile = join(dir, 'root-cert.pem');
+    // The controller's certificate is from a root this ztunnel does not trust yet.
+    const oldRoot = await newTestCa();
+    writeFileSync(rootFile, oldRoot.exportKeyMaterial().rootCertPem);
+    const env = {
+      NODE_NAME,
+      XDS_ADDRESS: h.address,
+      XDS_ROOT_CA: rootFile,
+      ALT_XDS_HOSTNAME: 'istiod.istio-system.svc',
+      AUTH_TOKEN: 'token',
+      INSTANCE_IP: '10.0.0.5',
+      POD_NAME: 'ztunnel-abc',
+      POD_NAMESPACE: 'istio-system',
+    };
+    const cfg = loadConfig(env).wds;
+    if (cfg === undefined) throw new Error('expected a WDS config');
+    const conn = await wdsConnectionOptions(cfg);
+    const c = startClient(t, h.address, {
+      credentials: conn.credentials,
+      ...(conn.channelOptions && { channelOptions: conn.channelOptions }),
+      backoff: { initialMs: 10, maxMs: 50 },
+    });
+    await eventually(() => c.client.status().connects >= 2, 'failed attempts with the old root');
+    t.equal(c.client.status().ready, false, 'not trusted under the old root');
+    t.equal(c.client.status().lastDisconnect?.code, 'UNAVAILABLE');
+
+    // The root file is rewritten (the mounted ConfigMap after a root rotation).
+    writeFileSync(rootFile, ca.exportKeyMaterial().rootCertPem);
+    await eventually(() => c.client.status().ready, 'a reconnect trusting the new root');
+    t.ok(c.store.workload(W(0)), 'converged on a reconnect, without a restart');
+  },
+);
 
 // ---- scripted server: the test writes every response ----
 

@@ -7,7 +7,7 @@ import { CaClient, CaClientError, type CaClientOptions } from '../../../../ztunn
 
 const base: CaClientOptions = {
   address: '127.0.0.1:15012',
-  security: { kind: 'insecure-plaintext-for-tests' },
+  security: { kind: 'plaintext' },
   token: { value: 'tok' },
   clusterId: 'Kubernetes',
 };

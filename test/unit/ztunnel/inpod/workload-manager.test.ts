@@ -4,7 +4,10 @@
 // on and is closed exactly when the pod goes (del, replacement by another netns, re-add of the
 // same netns, reconcile, stopAll, a failed add) and never otherwise; retain() is the snapshot
 // reconcile; a failed start leaves the pod pending, is retried, and the pending count follows;
-// and after many cycles the process has exactly the fds it started with.
+// an add while a start is in flight joins it (one proxy, nothing leaked); an identity's
+// certificate is forgotten with the last pod holding it; after stopAll no pod is taken and a
+// start still in flight leaves nothing running; and after many cycles the process has exactly
+// the fds it started with.
 import { fstatSync, openSync, statSync } from 'node:fs';
 import net from 'node:net';
 import t from 'tap';
@@ -18,13 +21,43 @@ import {
   memoryLogger,
   openFdCount,
   testProxyContext,
+  until,
 } from '../../../integration/zds/fixtures.ts';
 
 const { logger } = memoryLogger('silent');
 const ctx = await testProxyContext(logger);
 t.teardown(() => ctx.certs.close());
 
-const pod = (uid: string): PodInfo => ({ uid, name: `pod-${uid}`, namespace: 'demo', serviceAccount: 'sa' });
+const pod = (uid: string, serviceAccount = 'sa'): PodInfo => ({
+  uid,
+  name: `pod-${uid}`,
+  namespace: 'demo',
+  serviceAccount,
+});
+
+/**
+ * A loopback factory whose listen() waits for `gate` (a slow netns, a start still in flight),
+ * recording every server it opened.
+ */
+function gatedFactory(gate: Promise<void>, servers: net.Server[]) {
+  return (ns: NetnsRef) => {
+    const f = loopbackSocketFactory(ns);
+    const listen = f.listen.bind(f);
+    f.listen = async (opts) => {
+      await gate;
+      const server = await listen(opts);
+      servers.push(server);
+      return server;
+    };
+    return f;
+  };
+}
+
+function opened(): { gate: Promise<void>; open: () => void } {
+  let open: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  return { gate, open };
+}
 
 /** A stand-in netns fd: what matters to the manager is ownership and the inode (same file = same netns). */
 const fdOf = (file: '/dev/null' | '/dev/zero'): { fd: number; file: string } => ({
@@ -165,6 +198,92 @@ t.test('a failed start leaves the pod pending, retries, and the pending count fo
   t.equal(counts.at(-1), 0, 'and back to 0');
   await m.stopAll(0);
 });
+
+t.test('an add while the start is in flight joins it: one proxy, and del leaves no listener', async (t) => {
+  const { gate, open } = opened();
+  const servers: net.Server[] = [];
+  const m = new WorkloadManager(ctx, {
+    delDrainMs: 0,
+    ports: LOOPBACK_PORTS,
+    socketFactory: gatedFactory(gate, servers),
+  });
+  const started = ctx.metrics.proxiesStarted.get();
+  const first = m.add(pod('a'), fdOf('/dev/null'));
+  await new Promise((r) => setImmediate(r));
+  t.equal(m.snapshot().a?.state, 'Pending', 'the first start is in flight');
+  // The agent sends the Add again (a new connection, a retry): same pod, same netns.
+  const second = m.add(pod('a'), fdOf('/dev/null'));
+  open();
+  await Promise.all([first, second]);
+  t.equal(ctx.metrics.proxiesStarted.get(), started + 1, 'one proxy started');
+  t.equal(servers.length, 3, "that proxy's three listeners, no second set");
+  await m.del('a');
+  t.same(
+    servers.filter((s) => s.listening),
+    [],
+    'no listener left after del',
+  );
+});
+
+t.test('an identity is forgotten by the certificate manager with the last pod holding it', async (t) => {
+  const m = manager();
+  const shared = 'spiffe://cluster.local/ns/demo/sa/shared';
+  const other = 'spiffe://cluster.local/ns/demo/sa/other';
+  await m.add(pod('s1', 'shared'), fdOf('/dev/null'));
+  await m.add(pod('s2', 'shared'), fdOf('/dev/null'));
+  await m.add(pod('o1', 'other'), fdOf('/dev/null'));
+  await until(
+    () => ctx.certs.current(shared) !== undefined && ctx.certs.current(other) !== undefined,
+    10_000,
+    'the prefetched certificates',
+  );
+  const cert = ctx.certs.current(shared);
+  await m.add(pod('s1', 'shared'), fdOf('/dev/zero'));
+  t.equal(ctx.certs.current(shared), cert, 'a pod moving to another netns keeps its certificate');
+  await m.del('s1');
+  t.equal(ctx.certs.current(shared), cert, 'kept while another pod has the identity');
+  await m.del('s2');
+  t.equal(ctx.certs.current(shared), undefined, 'forgotten with the last pod');
+  t.ok(ctx.certs.current(other), 'other identities are kept');
+  await m.retain(new Set());
+  t.equal(ctx.certs.current(other), undefined, 'a reconcile forgets too');
+});
+
+t.test(
+  'after stopAll: add is refused (fd closed) and a start in flight leaves nothing running',
+  async (t) => {
+    const { gate, open } = opened();
+    const servers: net.Server[] = [];
+    const m = new WorkloadManager(ctx, {
+      delDrainMs: 0,
+      ports: LOOPBACK_PORTS,
+      socketFactory: gatedFactory(gate, servers),
+    });
+    const started = ctx.metrics.proxiesStarted.get();
+    const inFlight = m.add(pod('a'), fdOf('/dev/null'));
+    await new Promise((r) => setImmediate(r));
+    await m.stopAll(0);
+    t.same(m.uids(), [], 'stopAll did not wait for the start in flight');
+    const late = fdOf('/dev/null');
+    const refused = m.add(pod('b'), late);
+    const timeout = new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error('add() did not settle')), 2000).unref(),
+    );
+    await t.rejects(Promise.race([refused, timeout]), {
+      code: 'ZT_ERR_SHUTTING_DOWN',
+      message: /shutting down/,
+    });
+    t.notOk(holds(late), 'the refused netns fd is closed');
+    open();
+    await inFlight;
+    t.equal(ctx.metrics.proxiesStarted.get(), started, 'the start in flight did not bring a proxy up');
+    t.same(
+      servers.filter((s) => s.listening),
+      [],
+      'and left no listener',
+    );
+  },
+);
 
 t.test('after many add/del/replace cycles the fd count is back to the baseline', async (t) => {
   const m = manager();

@@ -1,14 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
-// WDS connection settings from the environment (ztunnel/src/xds/config.ts, spec ambient-protocols
-// §3.1): address forms, TLS and plaintext rules, token file vs literal, XDS_HEADER_*, node id and
-// metadata, and the errors that name the variable.
+// WDS connection settings from the environment (ztunnel/src/xds/config.ts, connection.ts; spec
+// ambient-protocols §3.1): address forms, TLS and plaintext rules, token file vs literal,
+// XDS_HEADER_*, node id and metadata, and the errors that name the variable. The control-plane
+// part (address, roots, token) is ztunnel/src/config/control-plane.ts's, shared with the CA client.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { loadWdsConfig, wdsConnectionOptions, ztunnelNode } from '../../../../ztunnel/src/xds/config.ts';
+import { loadControlPlaneSettings } from '../../../../ztunnel/src/config/control-plane.ts';
+import { loadWdsConfig as loadWds, ztunnelNode, type WdsConfig } from '../../../../ztunnel/src/xds/config.ts';
+import { wdsConnectionOptions } from '../../../../ztunnel/src/xds/connection.ts';
 
 const base = { nodeName: 'node-1', clusterId: 'Kubernetes' };
+
+/** What loadConfig does: the control-plane settings parsed once, then WDS's own. */
+function loadWdsConfig(env: Record<string, string>, b: typeof base): WdsConfig | undefined {
+  return loadWds(env, { ...b, controlPlane: loadControlPlaneSettings(env) });
+}
 const pod = { INSTANCE_IP: '10.0.0.5', POD_NAME: 'ztunnel-abc', POD_NAMESPACE: 'istio-system' };
 
 t.test('no XDS_ADDRESS: no WDS', async (t) => {
@@ -20,7 +28,7 @@ t.test('TLS by default, with upstream defaults for the root CA and token', async
   const c = loadWdsConfig({ ...pod, XDS_ADDRESS: 'istiod.istio-system.svc:15012' }, base);
   t.equal(c?.address, 'istiod.istio-system.svc:15012');
   t.same(c?.tls, { rootCa: '/var/run/secrets/istio/root-cert.pem', serverName: undefined });
-  t.equal(c?.authTokenSource, '/var/run/secrets/tokens/istio-token');
+  t.equal(c?.token.source, '/var/run/secrets/tokens/istio-token');
   const h = loadWdsConfig(
     {
       ...pod,
@@ -105,14 +113,17 @@ t.test('call metadata: bearer token re-read from its file, clusterid, extra head
   writeFileSync(tokenFile, 'rotated');
   t.same((await o.metadata()).get('authorization'), ['Bearer rotated'], 'a rotated token is picked up');
   rmSync(tokenFile);
-  await t.rejects(Promise.resolve(o.metadata()), /cannot read the xDS bearer token .*check AUTH_TOKEN/);
+  await t.rejects(
+    Promise.resolve(o.metadata()),
+    /cannot read the token file .*\(AUTH_TOKEN\).*projected ServiceAccount token/,
+  );
 
   const literal = loadWdsConfig(
     { ...pod, XDS_ADDRESS: 'http://127.0.0.1:15010', AUTH_TOKEN: 'secret-jwt' },
     base,
   );
   if (literal === undefined) throw new Error('expected a config');
-  t.equal(literal.authTokenSource, '(literal)');
+  t.equal(literal.token.source, '(literal)');
   t.notMatch(JSON.stringify(literal), /secret-jwt/);
   t.same((await (await wdsConnectionOptions(literal)).metadata()).get('authorization'), [
     'Bearer secret-jwt',

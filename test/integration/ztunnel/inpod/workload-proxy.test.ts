@@ -1,0 +1,270 @@
+// SPDX-License-Identifier: Apache-2.0
+// A pod's proxy while its certificate is still being fetched (ztunnel/src/inpod/workload-proxy.ts;
+// security-and-reliability §3.1 "ztunnel accepts connections immediately but does not forward
+// until the cert and workload info are present", checklist I.99). On loopback, no root: the pod's
+// listeners on a 127/8 address H of its own, a destination workload at H whose HBONE peer
+// (H:15008) is a test HBONE server in front of an echo server, certificates from a test CA behind
+// a signer the test holds back or fails.
+//
+//   - start() resolves with the signer held back: the proxy is up before its certificate;
+//   - an outbound connection made meanwhile reaches the peer, over mTLS, once the certificate
+//     arrives; an inbound HBONE handshake likewise, presenting the pod's identity;
+//   - a failing signer, or one slower than certificateWaitMs: the connection is reset, and not a
+//     byte reaches the peer or the upstream, let alone in plaintext.
+import net from 'node:net';
+import tls from 'node:tls';
+import { randomInt } from 'node:crypto';
+import t from 'tap';
+import type { Test } from 'tap';
+
+import { HboneServer, connectUpstream } from '../../../../src/shared/hbone/server.ts';
+import { DefaultSocketFactory } from '../../../../ztunnel/src/inpod/socket-factory.ts';
+import { WorkloadProxy } from '../../../../ztunnel/src/inpod/workload-proxy.ts';
+import type { PodInfo } from '../../../../ztunnel/src/proxy/context.ts';
+import { newWorkload } from '../../../../ztunnel/src/state/types.ts';
+import { startEchoServer } from '../../../helpers/hbone.ts';
+import { issueWorkloadCert, tlsOptions } from '../../../helpers/pki.ts';
+import { memoryLogger, testProxyContext, until } from '../../zds/fixtures.ts';
+
+const POD: PodInfo = { uid: 'uid-a', name: 'pod-a', namespace: 'demo', serviceAccount: 'sa' };
+const POD_ID = 'spiffe://cluster.local/ns/demo/sa/sa';
+const SERVER_ID = 'spiffe://cluster.local/ns/server/sa/server';
+const CLIENT_ID = 'spiffe://cluster.local/ns/client/sa/client';
+
+/** `p`, or a failure naming `what` after `ms`. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A signer the test controls: each signature waits for `release()`, then succeeds or fails. */
+function heldSigner(): {
+  beforeSign: () => Promise<void>;
+  release: (outcome: 'sign' | Error) => void;
+  calls: () => number;
+} {
+  let calls = 0;
+  let release: (outcome: 'sign' | Error) => void = () => undefined;
+  const outcome = new Promise<'sign' | Error>((resolve) => (release = resolve));
+  return {
+    beforeSign: async () => {
+      calls++;
+      const o = await outcome;
+      if (o instanceof Error) throw o;
+    },
+    release: (o) => release(o),
+    calls: () => calls,
+  };
+}
+
+/** Listens like DefaultSocketFactory, remembering each listener's port in order. */
+class RecordingSocketFactory extends DefaultSocketFactory {
+  readonly #servers: net.Server[] = [];
+
+  override async listen(opts: Parameters<DefaultSocketFactory['listen']>[0]): Promise<net.Server> {
+    const server = await super.listen(opts);
+    this.#servers.push(server);
+    return server;
+  }
+
+  ports(): number[] {
+    return this.#servers.map((s) => (s.address() as net.AddressInfo).port);
+  }
+}
+
+interface Rig {
+  /** The pod's address: its listeners, and the destination the app dials. */
+  host: string;
+  proxy: WorkloadProxy;
+  outboundPort: number;
+  hbonePort: number;
+  /** CONNECTs the peer's HBONE server received. */
+  connects: () => number;
+  /** TLS connections the peer's HBONE server completed. */
+  peerTls: () => number;
+  /** Bytes that reached the upstream behind the peer. */
+  upstreamBytes: () => number;
+  certs: Awaited<ReturnType<typeof testProxyContext>>['certs'];
+  ca: Awaited<ReturnType<typeof testProxyContext>>['ca'];
+}
+
+async function rig(
+  t: Test,
+  signer: { beforeSign: () => Promise<void> },
+  certificateWaitMs = 10_000,
+): Promise<Rig> {
+  const host = `127.${randomInt(1, 255)}.${randomInt(0, 256)}.${randomInt(1, 255)}`;
+  const { logger } = memoryLogger('silent');
+  const ctx = await testProxyContext(logger, { beforeSign: signer.beforeSign, certificateWaitMs });
+  t.teardown(() => ctx.certs.close());
+  ctx.store.upsertWorkload(
+    newWorkload({
+      uid: 'Kubernetes//Pod/demo/pod-a',
+      name: POD.name,
+      namespace: POD.namespace,
+      serviceAccount: POD.serviceAccount,
+      node: ctx.nodeName,
+      addresses: ['10.0.0.1'],
+      tunnelProtocol: 'HBONE',
+    }),
+  );
+  ctx.store.upsertWorkload(
+    newWorkload({
+      uid: 'Kubernetes//Pod/server/server',
+      name: 'server',
+      namespace: 'server',
+      serviceAccount: 'server',
+      node: 'node-1',
+      addresses: [host],
+      tunnelProtocol: 'HBONE',
+    }),
+  );
+
+  let upstreamBytes = 0;
+  const echo = await startEchoServer();
+  echo.server.on('connection', (s: net.Socket) => s.on('data', (d: Buffer) => (upstreamBytes += d.length)));
+  t.teardown(() => echo.close());
+  const serverCert = await issueWorkloadCert(ctx.ca, SERVER_ID);
+  let connects = 0;
+  let peerTls = 0;
+  const peer = new HboneServer({
+    certificate: () => serverCert,
+    trustDomain: 'cluster.local',
+    onConnect: async (req) => {
+      connects++;
+      return {
+        status: 200,
+        upstream: await connectUpstream({
+          host: '127.0.0.1',
+          port: echo.port,
+          timeoutMs: 2000,
+          signal: req.signal,
+        }),
+      };
+    },
+  });
+  peer.on('session', () => peerTls++);
+  await peer.listen({ host, port: 15008 });
+  t.teardown(() => peer.close({ deadlineMs: 0 }));
+
+  const sockets = new RecordingSocketFactory();
+  const proxy = new WorkloadProxy(ctx, POD, sockets, { outbound: 0, inboundPlaintext: 0, hbone: 0, host });
+  t.teardown(() => proxy.stop(0));
+  await within(proxy.start(), 5000, 'start() while the CA has not answered');
+  // The proxy opens 15001, 15006, 15008 in that order (kernel-chosen ports here).
+  const [outboundPort, , hbonePort] = sockets.ports();
+  if (outboundPort === undefined || hbonePort === undefined) throw new Error('expected three listeners');
+  return {
+    host,
+    proxy,
+    outboundPort,
+    hbonePort,
+    connects: () => connects,
+    peerTls: () => peerTls,
+    upstreamBytes: () => upstreamBytes,
+    certs: ctx.certs,
+    ca: ctx.ca,
+  };
+}
+
+/** Connects like the app would (the "redirect" is the listener itself), sends `data`, collects the reply. */
+function appConnect(
+  host: string,
+  port: number,
+  data: string,
+): { received: () => string; closed: Promise<{ error: string | undefined }> } {
+  const s = net.connect({ host, port });
+  let received = '';
+  s.on('data', (d: Buffer) => (received += d.toString()));
+  s.write(data);
+  const closed = new Promise<{ error: string | undefined }>((resolve) => {
+    let error: string | undefined;
+    s.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
+    s.on('close', () => resolve({ error }));
+  });
+  return { received: () => received, closed };
+}
+
+t.test('the proxy is up before its certificate; an outbound connection waits for it', async (t) => {
+  const signer = heldSigner();
+  const r = await rig(t, signer);
+  t.equal(r.certs.current(POD_ID), undefined, 'started while the CA has not answered');
+  await until(() => signer.calls() === 1, 5000, 'the background fetch');
+
+  const app = appConnect(r.host, r.outboundPort, 'hello');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.equal(r.peerTls(), 0, 'nothing reached the peer before the certificate');
+  t.equal(r.upstreamBytes(), 0);
+
+  signer.release('sign');
+  await until(() => app.received() === 'hello', 10_000, 'the echo through the tunnel');
+  t.equal(r.connects(), 1, 'carried over HBONE once the certificate arrived');
+  t.equal(r.certs.current(POD_ID)?.id.uri, POD_ID);
+});
+
+t.test('an inbound HBONE handshake made before the certificate completes once it arrives', async (t) => {
+  const signer = heldSigner();
+  const r = await rig(t, signer);
+  const client = await issueWorkloadCert(r.ca, CLIENT_ID);
+  let handshaken = false;
+  const socket = tls.connect({
+    host: r.host,
+    port: r.hbonePort,
+    ...tlsOptions(client),
+    ALPNProtocols: ['h2'],
+    checkServerIdentity: () => undefined,
+  });
+  socket.on('error', () => undefined);
+  t.teardown(() => socket.destroy());
+  const secure = new Promise<void>((resolve) => socket.once('secureConnect', resolve)).then(() => {
+    handshaken = true;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.notOk(handshaken, 'no handshake without a certificate to present');
+  signer.release('sign');
+  await within(secure, 10_000, 'the TLS handshake once the certificate arrived');
+  t.equal(socket.alpnProtocol, 'h2');
+  t.match(socket.getPeerX509Certificate()?.subjectAltName, `URI:${POD_ID}`, "the pod's identity");
+});
+
+t.test('a failing CA: the waiting connections are reset, and nothing is sent', async (t) => {
+  const signer = heldSigner();
+  const r = await rig(t, signer);
+  const app = appConnect(r.host, r.outboundPort, 'secret payload');
+  const inbound = net.connect({ host: r.host, port: r.hbonePort });
+  inbound.on('error', () => undefined);
+  const inboundClosed = new Promise<void>((resolve) => inbound.once('close', () => resolve()));
+  await until(() => signer.calls() === 1, 5000, 'the background fetch');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  signer.release(new Error('the CA is down'));
+  const { error } = await app.closed;
+  t.equal(error, 'ECONNRESET', 'the outbound connection was reset');
+  t.equal(app.received(), '');
+  await inboundClosed;
+  t.pass('the inbound HBONE connection was closed before any handshake');
+  t.equal(r.peerTls(), 0, 'no TLS session with the peer');
+  t.equal(r.connects(), 0, 'no CONNECT');
+  t.equal(r.upstreamBytes(), 0, 'not a byte reached the upstream');
+
+  // While the certificate manager backs off, new connections are refused at once.
+  const again = appConnect(r.host, r.outboundPort, 'more');
+  t.equal((await again.closed).error, 'ECONNRESET');
+  t.equal(r.upstreamBytes(), 0);
+});
+
+t.test('a CA slower than certificateWaitMs: the connection is reset at the bound', async (t) => {
+  const signer = heldSigner();
+  t.teardown(() => signer.release(new Error('test over')));
+  const r = await rig(t, signer, 300);
+  const started = performance.now();
+  const app = appConnect(r.host, r.outboundPort, 'hello');
+  const { error } = await app.closed;
+  const ms = performance.now() - started;
+  t.equal(error, 'ECONNRESET');
+  t.ok(ms >= 250 && ms < 5000, `reset after ${Math.round(ms)} ms (bound 300 ms)`);
+  t.equal(r.peerTls(), 0);
+  t.equal(r.upstreamBytes(), 0);
+});

@@ -87,7 +87,7 @@ export class ManifestClusterView extends EventEmitter<ClusterViewEvents> impleme
   async getPod(namespace: string, name: string): Promise<V1Pod | undefined> {
     const cached = this.#watcher.objects.get(manifestKey('Pod', namespace, name));
     if (cached !== undefined) return cached;
-    return (await readObjectFile(livePodFile(this.#o.liveDir, namespace, name)));
+    return await readObjectFile(livePodFile(this.#o.liveDir, namespace, name));
   }
 
   async getNamespace(name: string): Promise<V1Namespace | undefined> {

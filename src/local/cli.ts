@@ -12,8 +12,7 @@ import { parseArgs } from 'node:util';
 import { errorMessage } from '../shared/errors.ts';
 import { DEFAULT_STATE_ROOT, downLocalCluster, readClusterRecord, upLocalCluster } from './cluster.ts';
 import { isAlive } from './exec.ts';
-import { updateObjectFile } from '../shared/kube/object-file.ts';
-import type { V1Pod } from '@kubernetes/client-node';
+import { patchLivePod } from '../shared/kube/live-objects.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 
@@ -98,23 +97,17 @@ async function main(): Promise<void> {
     }
     case 'label': {
       const ref = positionals[0] ?? usage();
-      const changes = positionals.slice(1);
-      if (changes.length === 0) usage();
+      const args = positionals.slice(1);
+      if (args.length === 0) usage();
       const [ns = '', podName = ''] = ref.split('/');
       readClusterRecord(name);
-      await updateObjectFile<V1Pod>(
-        join(DEFAULT_STATE_ROOT, name, 'live', 'pods', `${ns}.${podName}.yaml`),
-        (cur) => {
-          const labels = new Map(Object.entries(cur.metadata?.labels ?? {}));
-          for (const c of changes) {
-            const m = /^([A-Za-z0-9./_-]+)(?:=(.*)|(-))$/.exec(c);
-            if (!m?.[1]) throw new Error(`label change ${c}: expected key=value or key-`);
-            if (m[3] === '-') labels.delete(m[1]);
-            else labels.set(m[1], m[2] ?? '');
-          }
-          return { ...cur, metadata: { ...cur.metadata, labels: Object.fromEntries(labels) } };
-        },
-      );
+      const changes: Record<string, string | null> = {};
+      for (const c of args) {
+        const m = /^([A-Za-z0-9./_-]+)(?:=(.*)|(-))$/.exec(c);
+        if (!m?.[1]) throw new Error(`label change ${c}: expected key=value or key-`);
+        changes[m[1]] = m[3] === '-' ? null : (m[2] ?? '');
+      }
+      await patchLivePod(join(DEFAULT_STATE_ROOT, name, 'live'), ns, podName, 'labels', changes);
       console.log(`pod ${ref} labels updated`);
       return;
     }

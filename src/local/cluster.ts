@@ -31,6 +31,7 @@ import { MeshError, errorMessage } from '../shared/errors.ts';
 import { manifestKey, readManifests, type ManifestObject } from '../shared/kube/manifests.ts';
 import { updateObjectFile, writeObjectFile } from '../shared/kube/object-file.ts';
 import { RESOURCE_TYPES } from '../shared/kube/resources.ts';
+import { livePodFile, patchLivePod } from '../shared/kube/live-objects.ts';
 import { isAlive, run, spawnIn } from './exec.ts';
 import { httpGetInNetns } from './netns-net.ts';
 import { FABRIC_ROUTER_IP, cleanupStale, createTestbed, type Pod, type Testbed } from './testbed.ts';
@@ -129,7 +130,7 @@ export interface LocalCluster {
 }
 
 function livePodPath(stateDir: string, ns: string, name: string): string {
-  return join(stateDir, 'live', 'pods', `${ns}.${name}.yaml`);
+  return livePodFile(join(stateDir, 'live'), ns, name);
 }
 
 /** Validates what local mode can run; the messages say what to change in the YAML. */
@@ -522,14 +523,7 @@ export async function upLocalCluster(opts: UpOptions): Promise<LocalCluster> {
     startController,
     labelPod: async (ref, labels) => {
       const [ns = '', podName = ''] = ref.split('/');
-      await updateObjectFile<V1Pod>(livePodPath(stateDir, ns, podName), (cur) => {
-        const next = new Map(Object.entries(cur.metadata?.labels ?? {}));
-        for (const [k, v] of Object.entries(labels)) {
-          if (v === null) next.delete(k);
-          else next.set(k, v);
-        }
-        return { ...cur, metadata: { ...cur.metadata, labels: Object.fromEntries(next) } };
-      });
+      await patchLivePod(join(stateDir, 'live'), ns, podName, 'labels', labels);
     },
     createPod: async (pod, node) => {
       const ns = pod.metadata?.namespace ?? 'default';

@@ -4,7 +4,6 @@
 // key: spec/ambient-protocols has no say here, this is local mode's contract, see ARCHITECTURE.md).
 // Annotations are written into the live Pod's file in the runtime directory, under its lock,
 // where the controller's file source sees them exactly as it would see an API update.
-import { join } from 'node:path';
 import { EventEmitter } from 'eventemitter3';
 import type { V1Namespace, V1Pod } from '@kubernetes/client-node';
 import {
@@ -13,17 +12,13 @@ import {
   readManifests,
   type ManifestObject,
 } from '../../../src/shared/kube/manifests.ts';
-import { readObjectFile, updateObjectFile } from '../../../src/shared/kube/object-file.ts';
+import { livePodFile, patchLivePod } from '../../../src/shared/kube/live-objects.ts';
+import { readObjectFile } from '../../../src/shared/kube/object-file.ts';
 import { RESOURCE_TYPES } from '../../../src/shared/kube/resources.ts';
 import type { ClusterView, ClusterViewEvents } from './cluster-view.ts';
 
 /** Every kind the directories may hold (they are the controller's too); the agent uses two. */
 const KINDS = Object.values(RESOURCE_TYPES);
-
-/** Where the local runtime keeps the live object of a pod. */
-export function livePodFile(liveDir: string, namespace: string, name: string): string {
-  return join(liveDir, 'pods', `${namespace}.${name}.yaml`);
-}
 
 export interface ManifestViewOptions {
   readonly nodeName: string;
@@ -96,19 +91,12 @@ export class ManifestClusterView extends EventEmitter<ClusterViewEvents> impleme
   }
 
   async annotatePod(pod: V1Pod, annotations: Readonly<Record<string, string | null>>): Promise<void> {
-    const file = livePodFile(this.#o.liveDir, pod.metadata?.namespace ?? 'default', pod.metadata?.name ?? '');
-    await updateObjectFile<V1Pod>(file, (cur) => {
-      const next = new Map(Object.entries(cur.metadata?.annotations ?? {}));
-      let changed = false;
-      for (const [k, v] of Object.entries(annotations)) {
-        if (v === null) changed = next.delete(k) || changed;
-        else if (next.get(k) !== v) {
-          next.set(k, v);
-          changed = true;
-        }
-      }
-      if (!changed) return undefined;
-      return { ...cur, metadata: { ...cur.metadata, annotations: Object.fromEntries(next) } };
-    });
+    await patchLivePod(
+      this.#o.liveDir,
+      pod.metadata?.namespace ?? 'default',
+      pod.metadata?.name ?? '',
+      'annotations',
+      annotations,
+    );
   }
 }

@@ -63,8 +63,9 @@ function mtime(p: string): number | undefined {
   }
 }
 
-function scan(): SourceOutput[] {
-  return SOURCE_DIRS.flatMap((d) =>
+/** Every TypeScript source under `dirs` (relative to the repository) with its dist output's age. */
+export function scanSources(dirs: readonly string[]): SourceOutput[] {
+  return dirs.flatMap((d) =>
     listTs(join(REPO_ROOT, d)).map((abs) => {
       const source = relative(REPO_ROOT, abs);
       return {
@@ -100,7 +101,7 @@ export async function ztunnelEntry(log: (msg: string) => void): Promise<ZtunnelE
     };
   }
   const script = join(REPO_ROOT, distPathFor('ztunnel/src/main.ts'));
-  const stale = staleSources(scan());
+  const stale = staleSources(scanSources(SOURCE_DIRS));
   if (stale.length === 0) {
     return { kind, script, note: 'ztunnel run from dist/ztunnel/src/main.js (tsc output, up to date)' };
   }
@@ -115,7 +116,7 @@ export async function ztunnelEntry(log: (msg: string) => void): Promise<ZtunnelE
     const e = err as { stdout?: string; message?: string };
     tscProblem = (e.stdout ?? e.message ?? String(err)).trim().split('\n').slice(0, 3).join(' | ');
   }
-  const missing = scan().filter((f) => f.outputMtimeMs === undefined);
+  const missing = scanSources(SOURCE_DIRS).filter((f) => f.outputMtimeMs === undefined);
   if (missing.length > 0) {
     throw new Error(
       `tsc -b ztunnel did not emit ${missing.map((f) => distPathFor(f.source)).join(', ')}` +

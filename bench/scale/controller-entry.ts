@@ -6,11 +6,10 @@
 // MESH_BENCH_CONTROLLER=ts runs src/controller/main.ts from source instead. The same policy as
 // the ztunnel path's (bench/ztunnel-build.ts), whose pure helpers it reuses.
 import { execFile } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../procs.ts';
-import { distPathFor, staleSources, type SourceOutput } from '../ztunnel-build.ts';
+import { distPathFor, scanSources, staleSources } from '../ztunnel-build.ts';
 
 const run = promisify(execFile);
 
@@ -26,37 +25,6 @@ export interface ControllerEntry {
   readonly script: string;
   /** What was run and how it was obtained, for the report's notes. */
   readonly note: string;
-}
-
-function listTs(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...listTs(p));
-    else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) out.push(p);
-  }
-  return out;
-}
-
-function mtime(p: string): number | undefined {
-  try {
-    return statSync(p).mtimeMs;
-  } catch {
-    return undefined;
-  }
-}
-
-function scan(): SourceOutput[] {
-  return SOURCE_DIRS.flatMap((d) =>
-    listTs(join(REPO_ROOT, d)).map((abs) => {
-      const source = relative(REPO_ROOT, abs);
-      return {
-        source,
-        sourceMtimeMs: statSync(abs).mtimeMs,
-        outputMtimeMs: mtime(join(REPO_ROOT, distPathFor(source))),
-      };
-    }),
-  );
 }
 
 /**
@@ -75,7 +43,7 @@ export async function controllerEntry(log: (msg: string) => void): Promise<Contr
     throw new Error(`${CONTROLLER_ENTRY_ENV}=${choice}: expected js (dist, the default) or ts (source)`);
   }
   const script = join(REPO_ROOT, distPathFor(ENTRY_SOURCE));
-  const stale = staleSources(scan());
+  const stale = staleSources(scanSources(SOURCE_DIRS));
   if (stale.length === 0) {
     return { script, note: `controller run from ${distPathFor(ENTRY_SOURCE)} (tsc output, up to date)` };
   }
@@ -90,7 +58,7 @@ export async function controllerEntry(log: (msg: string) => void): Promise<Contr
     const e = err as { stdout?: string; message?: string };
     tscProblem = (e.stdout ?? e.message ?? String(err)).trim().split('\n').slice(0, 3).join(' | ');
   }
-  const missing = scan().filter((f) => f.outputMtimeMs === undefined);
+  const missing = scanSources(SOURCE_DIRS).filter((f) => f.outputMtimeMs === undefined);
   if (missing.length > 0) {
     throw new Error(
       `tsc -b src/controller did not emit ${missing.map((f) => distPathFor(f.source)).join(', ')}` +

@@ -6,16 +6,10 @@
 // gives the process a /sys of that netns, which the CNI reference plugins read.
 import { spawn } from 'node:child_process';
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
-import { spawnCollect } from '../../cni-plugin/src/redirect/exec.ts';
+import { spawnCollect, type CommandResult } from '../../cni-plugin/src/redirect/exec.ts';
 
-export interface ExecResult {
-  command: string;
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
+/** The result spawnCollect gives (one type for every command the project runs). */
+export type ExecResult = CommandResult;
 
 export interface ExecOptions {
   /** Written to stdin, then closed. */

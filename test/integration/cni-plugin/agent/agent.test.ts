@@ -18,6 +18,7 @@ import {
 import { PodRegistry } from '../../../../cni-plugin/src/agent/pod-registry.ts';
 import { Logger } from '../../../../src/shared/telemetry/logger.ts';
 import { MemoryClusterView } from '../../../helpers/memory-cluster-view.ts';
+import { waitFor } from '../../../helpers/wait.ts';
 
 const NETNS = '/proc/self/ns/net';
 const NODE = 'node-0';
@@ -109,18 +110,6 @@ async function rig(t: Test, prepare?: (view: MemoryClusterView) => void): Promis
 
 function annotationOf(view: MemoryClusterView, key: string): string | undefined {
   return view.podsByKey.get(key)?.metadata?.annotations?.['ambient.istio.io/redirection'];
-}
-
-function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const tick = (): void => {
-      if (cond()) resolve();
-      else if (Date.now() > deadline) reject(new Error(`timed out waiting for ${what}`));
-      else setTimeout(tick, 10);
-    };
-    tick();
-  });
 }
 
 t.test(

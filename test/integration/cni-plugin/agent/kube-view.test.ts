@@ -7,6 +7,7 @@ import t from 'tap';
 import type { V1Pod } from '@kubernetes/client-node';
 import { KubeClusterView } from '../../../../cni-plugin/src/agent/kube-view.ts';
 import { kubeConfigFor, startKubeApi, type JsonObject } from '../../../helpers/kube-api/index.ts';
+import { waitFor } from '../../../helpers/wait.ts';
 
 function pod(name: string, node: string): JsonObject {
   return {
@@ -15,18 +16,6 @@ function pod(name: string, node: string): JsonObject {
     metadata: { name, namespace: 'apps' },
     spec: { nodeName: node, containers: [{ name: 'app', image: 'x' }] },
   };
-}
-
-function waitFor(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const tick = (): void => {
-      if (cond()) resolve();
-      else if (Date.now() > deadline) reject(new Error(`timed out waiting for ${what}`));
-      else setTimeout(tick, 10);
-    };
-    tick();
-  });
 }
 
 t.test('node-scoped pods, fresh reads, namespace events and annotation patches', async (t) => {
@@ -68,11 +57,13 @@ t.test('node-scoped pods, fresh reads, namespace events and annotation patches',
     () =>
       events.some((e) => e.startsWith('pod mine') && e.includes('"ambient.istio.io/redirection":"enabled"')),
     'the annotation to come back through the watch',
+    10_000,
   );
   await view.annotatePod(mine, { 'ambient.istio.io/redirection': null });
   await waitFor(
     () => !JSON.stringify(api.get('v1', 'Pod', 'apps', 'mine')).includes('redirection'),
     'the annotation to be removed (null in a merge patch)',
+    10_000,
   );
 
   api.replace({
@@ -85,13 +76,14 @@ t.test('node-scoped pods, fresh reads, namespace events and annotation patches',
   await waitFor(
     () => events.some((e) => e.includes('namespace apps {"istio.io/dataplane-mode":"ambient"}')),
     'the namespace label event',
+    10_000,
   );
   t.pass('label changes on namespaces reach the agent');
 
   api.remove('v1', 'Pod', 'apps', 'theirs');
   api.remove('v1', 'Pod', 'apps', 'fresh');
   // Events arrive in order: once ours is reported deleted, another node's would have been too.
-  await waitFor(() => events.includes('deleted fresh'), 'the delete of our own pod');
+  await waitFor(() => events.includes('deleted fresh'), 'the delete of our own pod', 10_000);
   t.notOk(
     events.some((e) => e.includes('theirs')),
     'never an event for another node’s pod',

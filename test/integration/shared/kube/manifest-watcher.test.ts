@@ -8,18 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ManifestWatcher, type ManifestChange } from '../../../../src/shared/kube/manifests.ts';
 import { RESOURCE_TYPES } from '../../../../src/shared/kube/resources.ts';
-
-function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const tick = (): void => {
-      if (cond()) resolve();
-      else if (Date.now() > deadline) reject(new Error(`timed out waiting for ${what}`));
-      else setTimeout(tick, 10);
-    };
-    tick();
-  });
-}
+import { waitFor } from '../../../helpers/wait.ts';
 
 t.test('a rename-over file in a new subdirectory: upsert, then delete reported', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'manifests-'));

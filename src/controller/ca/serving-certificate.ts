@@ -18,6 +18,7 @@
 // than a quarter of the lifetime is left, and after that as an error that says what happens at
 // expiry, so an alert fires while there is still time to act.
 import { experimental, type ServerCredentials } from '@grpc/grpc-js';
+import { jitteredBackoffMs } from '../../shared/backoff.ts';
 import { MeshError, errorMessage } from '../../shared/errors.ts';
 import type { CertificateAuthority } from '../../shared/identity/ca.ts';
 import { parseCertificate } from '../../shared/identity/certificate.ts';
@@ -28,8 +29,6 @@ import type { Logger } from '../../shared/telemetry/logger.ts';
 export const DEFAULT_SERVING_CERT_TTL_SECONDS = 24 * 60 * 60;
 export const DEFAULT_INITIAL_BACKOFF_MS = 500;
 export const DEFAULT_MAX_BACKOFF_MS = 60_000;
-/** ±20 % on every retry delay, so controllers sharing a failing CA do not retry in step. */
-const BACKOFF_JITTER = 0.2;
 /**
  * The earliest a renewal is scheduled after an issuance. This stops a renewal loop when the CA
  * hands out a certificate cut short by its own expiring signing certificate.
@@ -275,8 +274,7 @@ export class ServingCertificate implements experimental.CertificateProvider {
   }
 
   #backoffMs(failures: number): number {
-    const base = Math.min(this.#initialBackoff * 2 ** Math.min(failures, 30), this.#maxBackoff);
-    return Math.round(base * (1 + (Math.random() * 2 - 1) * BACKOFF_JITTER));
+    return jitteredBackoffMs(failures, this.#initialBackoff, this.#maxBackoff);
   }
 
   /** Renews at `atMs` (epoch ms), in steps for delays beyond setTimeout's range. */

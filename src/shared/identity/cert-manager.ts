@@ -6,6 +6,8 @@
 // never served once expired. At most `maxConcurrent` CSRs are outstanding, RealTime (a caller
 // waiting on a connection) before Warmup (prefetch) before Background (refresh).
 import { createPrivateKey, createPublicKey } from 'node:crypto';
+export { BACKOFF_JITTER } from '../backoff.ts';
+import { jitteredBackoffMs } from '../backoff.ts';
 import { EventEmitter } from 'eventemitter3';
 import { parseCertificate } from './certificate.ts';
 import { generateKeyAndCsr } from './csr.ts';
@@ -41,8 +43,6 @@ export const DEFAULT_INITIAL_BACKOFF_MS = 500;
 export const DEFAULT_MAX_BACKOFF_MS = 150_000;
 /** ztunnel: at most 8 concurrent CSRs. */
 export const DEFAULT_MAX_CONCURRENT = 8;
-/** Jitter: each backoff delay is multiplied by a factor in [1 - J, 1 + J). */
-export const BACKOFF_JITTER = 0.2;
 /** setTimeout's limit (2^31 - 1 ms, ~24.8 days); longer waits are chained. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -273,9 +273,7 @@ export class CertificateManager extends EventEmitter<CertificateManagerEvents> {
 
   /** The backoff delay after `failures` consecutive failures (0-based), jitter included. */
   backoffDelayMs(failures: number): number {
-    const base = Math.min(this.#initialBackoff * 2 ** Math.min(failures, 62), this.#maxBackoff);
-    const factor = 1 + (this.#random() * 2 - 1) * BACKOFF_JITTER;
-    return Math.max(0, Math.round(base * factor));
+    return jitteredBackoffMs(failures, this.#initialBackoff, this.#maxBackoff, this.#random);
   }
 
   #entry(identity: string): Entry {

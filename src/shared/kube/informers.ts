@@ -35,14 +35,13 @@ import {
   type KubernetesObject,
 } from '@kubernetes/client-node';
 import { EventEmitter } from 'eventemitter3';
+import { jitteredBackoffMs } from '../backoff.ts';
 import { errorMessage } from '../errors.ts';
 import { KubeError } from './errors.ts';
 import { apiVersionOf, collectionPath, qualifiedName, type ResourceType } from './resources.ts';
 
 export const DEFAULT_INITIAL_BACKOFF_MS = 500;
 export const DEFAULT_MAX_BACKOFF_MS = 30_000;
-/** Each backoff delay is multiplied by a factor in [1 - J, 1 + J). */
-export const BACKOFF_JITTER = 0.2;
 export const DEFAULT_LIST_TIMEOUT_MS = 60_000;
 /** client-go's reflector: watch timeouts uniformly in [5, 10) minutes. */
 const MIN_WATCH_TIMEOUT_SECONDS = 300;
@@ -327,8 +326,7 @@ export class KubeInformers extends EventEmitter<KubeInformersEvents> {
     inf.errors++;
     // One restart at a time; a second report of the same failure changes nothing.
     if (inf.restart !== undefined) return;
-    const base = Math.min(this.#initialBackoff * 2 ** Math.min(inf.failures, 30), this.#maxBackoff);
-    const wait = Math.max(0, Math.round(base * (1 + (this.#random() * 2 - 1) * BACKOFF_JITTER)));
+    const wait = jitteredBackoffMs(inf.failures, this.#initialBackoff, this.#maxBackoff, this.#random);
     inf.failures++;
     // List failures are KubeErrors that say so; anything else came from the watch.
     const what = err instanceof KubeError ? explain(err) : `watch failed: ${explain(err)}`;

@@ -5,8 +5,10 @@
 // security-and-reliability.md checklist G.84-G.86, G.90.
 //
 // Each direction is a pipe-like copy with backpressure: chunks are handed from 'data' to
-// write() unchanged (no per-chunk transform or copy), the source is paused while the
-// destination's buffer is full and resumed on 'drain'.
+// write() unchanged (no per-chunk transform or copy), the source is paused once the
+// destination holds RELAY_BUFFER_BYTES and resumed on 'drain'. Writes to a plain TCP socket are
+// coalesced per event-loop tick (cork, uncork on nextTick): the DATA frames of one TLS read leave
+// in one writev and one larger segment instead of a syscall per 16 KiB frame.
 //
 // Termination, independently per direction:
 // * FIN / END_STREAM on one side's readable ends the other side's writable (half-close): the
@@ -19,6 +21,7 @@
 //   aborted transfers from the application (security-and-reliability.md §0 item 9, G.85).
 import http2 from 'node:http2';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { HboneError } from './errors.ts';
 
@@ -32,6 +35,13 @@ export interface RelayResult {
 }
 
 const { NGHTTP2_CONNECT_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
+
+/**
+ * Bytes a relay direction may queue in its destination before it pauses the source (upstream
+ * ztunnel's largest copy buffer is 256 KiB, PERFORMANCE.md A.2). Streams' own 16 KiB high-water
+ * mark would pause after every DATA frame and defeat the coalescing below.
+ */
+export const RELAY_BUFFER_BYTES = 256 * 1024;
 
 /** True for an HTTP/2 stream (client or server side); http2 does not export the class. */
 export function isHttp2Stream(d: Duplex): d is http2.Http2Stream {
@@ -129,9 +139,24 @@ export function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
     };
 
     const wire = (src: Duplex, dst: Duplex, count: (n: number) => void): void => {
+      // Coalescing: an HTTP/2 stream delivers one chunk per DATA frame (at most 16 KiB), several
+      // per TLS read. Writing each to a TCP socket costs one syscall and one small segment; the
+      // destination is corked for the rest of the tick so they leave in one writev.
+      const coalesce = dst instanceof net.Socket && !(dst instanceof tls.TLSSocket);
+      let corked = false;
+      const uncork = (): void => {
+        corked = false;
+        dst.uncork();
+      };
       src.on('data', (chunk: Buffer) => {
         count(chunk.length);
-        if (!dst.write(chunk)) src.pause();
+        if (coalesce && !corked) {
+          corked = true;
+          dst.cork();
+          process.nextTick(uncork);
+        }
+        dst.write(chunk);
+        if (dst.writableLength >= RELAY_BUFFER_BYTES) src.pause();
       });
       dst.on('drain', () => src.resume());
       const propagateEnd = (): void => {

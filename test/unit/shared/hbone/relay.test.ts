@@ -7,7 +7,8 @@ import { once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { relay, type RelayResult } from '../../../../src/shared/hbone/relay.ts';
+import { RELAY_BUFFER_BYTES, relay, type RelayResult } from '../../../../src/shared/hbone/relay.ts';
+import { PassThrough } from 'node:stream';
 
 interface Rig {
   /** The application end (talks to the relay's `a`). */
@@ -132,4 +133,63 @@ t.test('a side already destroyed: the other is torn down, relay resolves', async
   const [err] = (await once(r.up, 'error').catch((e: unknown) => [e])) as [Error & { code?: string }];
   t.equal(err.code, 'ECONNRESET', 'and reset');
   r.app.destroy();
+});
+
+t.test('chunks that arrive in one tick leave for a TCP socket in one writev', async (t) => {
+  // `src` stands in for an HTTP/2 stream, which delivers the DATA frames of one TLS read in one
+  // tick; `b` is the TCP socket they are relayed to, `up` its peer.
+  const srv = net.createServer({ allowHalfOpen: true }).listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const b = net.connect({
+    port: (srv.address() as net.AddressInfo).port,
+    host: '127.0.0.1',
+    allowHalfOpen: true,
+  });
+  const [up] = (await once(srv, 'connection')) as [net.Socket];
+  await once(b, 'connect').catch(() => undefined);
+  srv.close();
+  const calls: number[] = [];
+  const spied = b as net.Socket & { _writev: (chunks: { chunk: Buffer }[], cb: () => void) => void };
+  const origWritev = spied._writev.bind(b);
+  spied._writev = (chunks, cb) => {
+    calls.push(chunks.length);
+    origWritev(chunks, cb);
+  };
+  const src = new PassThrough({ allowHalfOpen: true });
+  const result = relay(src, b);
+  const frames = [0, 1, 2, 3].map(() => randomBytes(16 * 1024));
+  const got = collect(up);
+  for (const f of frames) src.write(f);
+  await sleep(50);
+  t.same(calls, [4], 'four frames of one tick, one writev');
+  src.write(frames[0]);
+  src.end();
+  t.equal(sha(await got), sha(Buffer.concat([...frames, frames[0]!])), 'bytes intact and in order');
+  up.end();
+  const res = await result;
+  t.equal(res.error, undefined, 'clean end');
+  t.equal(res.bytesAToB, 5 * 16 * 1024);
+});
+
+t.test('the source is paused once the destination holds RELAY_BUFFER_BYTES, resumed on drain', async (t) => {
+  const r = await rig({ pauseOnConnect: true }); // `up` does not read: b's kernel buffers fill, then b's own buffer
+  const total = 96 * RELAY_BUFFER_BYTES; // more than the kernel buffers of both loopback sockets take
+  const payload = randomBytes(total);
+  r.app.write(payload);
+  const deadline = Date.now() + 10_000;
+  while (!r.a.isPaused() && Date.now() < deadline) {
+    await sleep(5);
+  }
+  t.ok(r.a.isPaused(), 'relay paused its source');
+  t.ok(r.b.writableLength >= RELAY_BUFFER_BYTES, `destination holds ${r.b.writableLength} B before pausing`);
+  t.ok(
+    r.b.writableLength < RELAY_BUFFER_BYTES + 128 * 1024,
+    `and not much more (${r.b.writableLength} B: one read past the limit at most)`,
+  );
+  const got = collect(r.up);
+  r.up.resume();
+  r.app.end();
+  t.equal(sha(await got), sha(payload), 'everything arrives once the reader drains it');
+  r.up.end();
+  await r.result;
 });

@@ -18,6 +18,7 @@
 //   SERVING_CERT_TTL_SECONDS        lifetime of the controller's serving certificate, renewed at
 //                                   half-life (default 86400)
 //   MAX_WORKLOAD_CERT_TTL_SECONDS   longest certificate lifetime the CA grants (default 90 days)
+import { nameProblem } from '../shared/kube/resources.ts';
 import { isIP } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,12 +29,6 @@ export class ControllerConfigError extends MeshError {}
 /** Why the file source cannot run on TokenReview. */
 export const MANIFESTS_NEED_NODE_TOKENS =
   '--manifests needs --node-tokens: there is no Kubernetes API to review tokens';
-
-/** A Kubernetes namespace name: an RFC 1123 label. */
-const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-/** A ServiceAccount name: an RFC 1123 subdomain of at most 253 characters. */
-const SERVICE_ACCOUNT = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const SERVICE_ACCOUNT_MAX = 253;
 
 export interface ControllerConfig {
   readonly manifestDirs: readonly string[] | undefined;
@@ -68,7 +63,11 @@ function parseTrustedNodeAccounts(value: string): string[] {
     const entry = raw.trim();
     const m = /^system:serviceaccount:([^:]*):([^:]*)$/.exec(entry) ?? /^([^/:]*)\/([^/:]*)$/.exec(entry);
     const [ns = '', sa = ''] = m ? [m[1], m[2]] : [];
-    if (!NAMESPACE.test(ns) || sa.length > SERVICE_ACCOUNT_MAX || !SERVICE_ACCOUNT.test(sa)) {
+    // The API server's rules: a namespace is a DNS-1123 label, a ServiceAccount a DNS-1123 subdomain.
+    if (
+      nameProblem(ns, 'dns1123-label') !== undefined ||
+      nameProblem(sa, 'dns1123-subdomain') !== undefined
+    ) {
       fail(
         `CA_TRUSTED_NODE_ACCOUNTS: ${JSON.stringify(entry.slice(0, 300))} is not a ServiceAccount; write system:serviceaccount:<namespace>:<name> or <namespace>/<name>, comma-separated`,
       );
@@ -122,7 +121,9 @@ export function loadControllerConfig(
   const defaultIps =
     isIP(listenHost) !== 0 && listenHost !== '0.0.0.0' && listenHost !== '::' ? [listenHost] : [];
   const rootNamespace = v['root-namespace'] ?? env.ROOT_NAMESPACE ?? 'istio-system';
-  if (!NAMESPACE.test(rootNamespace)) fail(`--root-namespace ${rootNamespace} is not a namespace name`);
+  const rootNsBad = nameProblem(rootNamespace, 'dns1123-label');
+  if (rootNsBad !== undefined)
+    fail(`--root-namespace ${rootNamespace} is not a namespace name: it ${rootNsBad}`);
   const nodeTokens = v['node-tokens'] ?? env.NODE_TOKENS_FILE;
   if (nodeTokens !== undefined && !isAbsolute(nodeTokens) && !nodeTokens.startsWith('.')) {
     fail(`--node-tokens ${nodeTokens} must be a path`);

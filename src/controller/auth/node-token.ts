@@ -13,6 +13,7 @@ import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Metadata } from '@grpc/grpc-js';
 import { parse, stringify } from 'yaml';
 import { MeshError, errorMessage } from '../../shared/errors.ts';
+import { nameProblem } from '../../shared/kube/resources.ts';
 import { bearerToken } from './bearer.ts';
 import { AuthenticationError } from './errors.ts';
 import type { Authenticator, NodeCaller } from './types.ts';
@@ -21,9 +22,6 @@ import type { Authenticator, NodeCaller } from './types.ts';
 export const NODE_TOKEN_BYTES = 32;
 /** base64url without padding of at least NODE_TOKEN_BYTES bytes. */
 const TOKEN_SHAPE = /^[A-Za-z0-9_-]{43,}$/;
-/** A Kubernetes node name: an RFC 1123 subdomain of at most 253 characters. */
-const NODE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const NODE_NAME_MAX = 253;
 
 function fileError(source: string, message: string, cause?: unknown): MeshError {
   return new MeshError('CTL_ERR_NODE_TOKENS', `node token file ${source}: ${message}`, { cause });
@@ -55,10 +53,12 @@ export function parseNodeTokens(text: string, source: string): ReadonlyMap<strin
   const out = new Map<string, string>();
   const seen = new Map<string, string>();
   for (const [node, token] of Object.entries(doc)) {
-    if (node.length > NODE_NAME_MAX || !NODE_NAME.test(node)) {
+    // Node objects follow the API server's DNS-1123 subdomain rule.
+    const nameBad = nameProblem(node, 'dns1123-subdomain');
+    if (nameBad !== undefined) {
       throw fileError(
         source,
-        `${JSON.stringify(node.slice(0, 300))} is not a Kubernetes node name (lowercase RFC 1123 subdomain, at most ${NODE_NAME_MAX} characters)`,
+        `${JSON.stringify(node.slice(0, 300))} is not a Kubernetes node name: it ${nameBad}`,
       );
     }
     if (typeof token !== 'string' || !TOKEN_SHAPE.test(token)) {

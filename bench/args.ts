@@ -15,7 +15,7 @@ export const METRIC_GROUPS = ['memory', 'throughput', 'rps', 'latency', 'conns']
 export type MetricGroup = (typeof METRIC_GROUPS)[number];
 const METRIC_ALIASES: Readonly<Record<string, MetricGroup>> = { cpu: 'rps' };
 
-/** Defaults: 5 s per timed metric (2 s with --quick); both groups, 6 paths, ~4 min (~2 min quick). */
+/** Defaults: 5 s per timed metric (2 s with --quick); every group ~6.5 min (~3.5 min quick). */
 export const DEFAULT_DURATION_S = 5;
 export const QUICK_DURATION_S = 2;
 /** Unmeasured lead-in of every timed metric (connections up, windows open, JIT warm). */

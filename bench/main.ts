@@ -8,29 +8,40 @@
 // pod-direct, unenrolled) measured in the same run, and the PERFORMANCE.md floors for the mesh
 // paths, the controller and pod enrolment. Method: PERFORMANCE.md B.1–B.4, DESIGN.md §5.
 //
+// The request-rate, latency and connection-rate floors are checked on PERFORMANCE.md B.1's own
+// tools (wrk → nginx, sockperf ping-pong → sockperf server: bench/b1-run.ts), the method they
+// were calibrated with; the Node load generator measures the same shapes beside them (`_node…`
+// rows, no floor). A missing tool is named with its package and its rows are NOT MEASURED.
+//
 // Within a group metrics are interleaved (for each metric: the baseline, then each path) so drift
 // on this shared 2-core machine hits every path alike. Every child runs in its own process group
 // and is killed on exit, SIGINT/SIGTERM and errors; a group's test beds (namespaces, ztunnels)
 // are destroyed when the group ends, on errors and on signals. Exit codes: 0 = measured (floors
-// may be BELOW; missing tools are reported, not failures), 1 = the harness crashed, 2 = usage,
-// 3 = some path or metric could not be measured (printed; includes the netns group without root).
+// may be BELOW; a missing stunnel is reported, not a failure), 1 = the harness crashed, 2 = usage,
+// 3 = some path or metric could not be measured (printed; includes the netns group without root
+// and a missing B.1 tool).
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { errorMessage } from '../src/shared/errors.ts';
 import { parseArgs, USAGE, UsageError, type BenchOptions, type MetricGroup } from './args.ts';
+import { startB1Servers, type B1Servers } from './b1-run.ts';
 import {
   measureConns,
   measureIdleRss,
   measureLatency,
   measureRps,
   measureRssPerConnection,
+  measureSockperfLatency,
   measureThroughput,
+  measureWrkConns,
+  measureWrkRps,
   RSS_SETTLE_MS,
   warmUp,
   type Timing,
   type WarmUpShape,
 } from './measure.ts';
+import { freePort, waitForService } from './net.ts';
 import { measureEnrolment, sweepEnrolmentClusterSync } from './enrolment/group.ts';
 import { ENROLMENT_COLUMNS } from './enrolment/shape.ts';
 import { needsRootReason, PATH_GROUPS, type PathGroup } from './groups.ts';
@@ -51,6 +62,15 @@ import {
 } from './report.ts';
 import { measureScale, SCALE_PATH } from './scale/group.ts';
 import { median } from './stats.ts';
+import {
+  b1Available,
+  findB1Tools,
+  missingToolProblem,
+  missingTools,
+  toolMissingMessage,
+  type B1Needs,
+  type B1Setup,
+} from './tools.ts';
 import type { BackendServices, PathInstance, PathModule, SharedResource, TunnelEnd } from './types.ts';
 
 const BACKEND_READY_MS = 10_000;
@@ -200,6 +220,8 @@ interface RunState {
   readonly tmp: string;
   readonly resources: SharedResources;
   readonly backend: BackendServices;
+  /** The B.1 tools and the tool servers the run wants (PathContext.b1). */
+  readonly b1: B1Setup;
   readonly status: Map<string, PathStatus>;
   readonly problems: string[];
   readonly notes: string[];
@@ -227,8 +249,21 @@ const baselineOf = (path: string): string => {
   return group.baseline;
 };
 
+const fmtUs = (us: number | undefined): string => (us === undefined ? '–' : `${formatNumber(us)} µs`);
+
+/** `, socket errors: read 3` (only the non-zero counts), or '' when there were none. */
+function socketErrors(e: { connect: number; read: number; write: number; timeout: number }): string {
+  const parts = Object.entries(e).filter(([, n]) => n > 0);
+  return parts.length === 0 ? '' : `, socket errors: ${parts.map(([k, n]) => `${k} ${n}`).join(', ')}`;
+}
+
 /** Starts, warms and measures one group's paths (interleaved per metric), then closes them. */
-async function runGroup(st: RunState, group: PathGroup, paths: readonly string[]): Promise<void> {
+async function runGroup(
+  st: RunState,
+  group: PathGroup,
+  paths: readonly string[],
+  b1: B1Needs,
+): Promise<void> {
   const { opts, procs, status, collector, notes } = st;
   const timing: Timing = { warmupMs: opts.warmupMs, durationMs: opts.durationMs };
   log(`${group.name} group: ${paths.join(', ')} (ratios against ${group.baseline})`);
@@ -249,6 +284,7 @@ async function runGroup(st: RunState, group: PathGroup, paths: readonly string[]
       const r = await withTimeout(
         mod.start({
           backend: st.backend,
+          b1: st.b1,
           tmpDir: dir,
           spawn: (label, command, args, spec) => procs.spawn(label, command, args, spec),
           spawnNode: (label, script, args, spec) => procs.spawnNode(label, script, args, spec),
@@ -350,49 +386,137 @@ async function runGroup(st: RunState, group: PathGroup, paths: readonly string[]
   // Full warm-up, bulk included, before the timed metrics.
   await warmAll(opts.quick ? 200 : 1000, ['rps', 'conns', 'throughput']);
 
-  const timed: Record<Exclude<MetricGroup, 'memory'>, (r: Running) => Promise<void>> = {
-    throughput: async (r) => {
-      const g = await measureThroughput(procs, r.instance, timing);
-      collector.add(r.name, 'throughput_single_stream', g);
-      log(`throughput_single_stream ${r.name}: ${formatNumber(g)} Gbit/s`);
+  const { wrk, sockperf } = st.b1.tools;
+  const timed: {
+    readonly group: Exclude<MetricGroup, 'memory'>;
+    readonly name: string;
+    readonly run: (r: Running) => Promise<void>;
+  }[] = [
+    {
+      group: 'throughput',
+      name: 'throughput_single_stream',
+      run: async (r) => {
+        const g = await measureThroughput(procs, r.instance, timing);
+        collector.add(r.name, 'throughput_single_stream', g);
+        log(`throughput_single_stream ${r.name}: ${formatNumber(g)} Gbit/s`);
+      },
     },
-    rps: async (r) => {
-      const m = await measureRps(procs, r.instance, timing);
-      collector.add(r.name, 'rps_c32_1k', m.perS);
-      let cpu = '';
-      if (m.tunnelCores !== undefined) {
-        collector.add(r.name, 'tunnel_cpu_cores_c32', m.tunnelCores);
-        collector.add(r.name, 'tunnel_cpu_cores_per_1000rps', m.tunnelCores / (m.perS / 1000));
-        cpu = `, tunnel CPU ${formatNumber(m.tunnelCores)} cores`;
-      }
-      log(`rps_c32_1k ${r.name}: ${formatNumber(m.perS)} req/s${cpu}`);
+    // B.1 method (the floor-bearing rows), then the Node load generator's measurement of the
+    // same shape; each interleaved over the paths (baseline first).
+    ...(b1.http && wrk !== undefined
+      ? [
+          {
+            group: 'rps' as const,
+            name: 'rps_c32_1k (wrk → nginx)',
+            run: async (r: Running) => {
+              const m = await measureWrkRps(procs, r.instance, timing, wrk);
+              collector.add(r.name, 'rps_c32_1k', m.perS);
+              let cpu = '';
+              if (m.tunnelCores !== undefined) {
+                collector.add(r.name, 'tunnel_cpu_cores_c32', m.tunnelCores);
+                collector.add(r.name, 'tunnel_cpu_cores_per_1000rps', m.tunnelCores / (m.perS / 1000));
+                cpu = `, tunnel CPU ${formatNumber(m.tunnelCores)} cores`;
+              }
+              const lat = m.wrk.latencyUs;
+              const errors = socketErrors(m.wrk.socketErrors);
+              log(`rps_c32_1k ${r.name} (wrk → nginx): ${formatNumber(m.perS)} req/s${cpu}${errors}`);
+              notes.push(
+                `wrk -c32 ${r.name}: ${formatNumber(m.perS)} req/s, ${m.wrk.requests} requests in ` +
+                  `${formatNumber(m.wrk.seconds)} s, latency p50 ${fmtUs(lat.p50)} / p99 ${fmtUs(lat.p99)}${errors}`,
+              );
+            },
+          },
+        ]
+      : []),
+    {
+      group: 'rps',
+      name: 'rps_c32_1k_node_echo',
+      run: async (r) => {
+        const m = await measureRps(procs, r.instance, timing);
+        collector.add(r.name, 'rps_c32_1k_node_echo', m.perS);
+        let cpu = '';
+        if (m.tunnelCores !== undefined) {
+          collector.add(r.name, 'tunnel_cpu_cores_c32_node_echo', m.tunnelCores);
+          collector.add(r.name, 'tunnel_cpu_cores_per_1000rps_node_echo', m.tunnelCores / (m.perS / 1000));
+          cpu = `, tunnel CPU ${formatNumber(m.tunnelCores)} cores`;
+        }
+        log(`rps_c32_1k_node_echo ${r.name}: ${formatNumber(m.perS)} req/s${cpu}`);
+      },
     },
-    latency: async (r) => {
-      const m = await measureLatency(procs, r.instance, timing);
-      collector.add(r.name, 'rtt_p50_at_1000rps', m.p50Us);
-      collector.add(r.name, 'rtt_p99_at_1000rps', m.p99Us);
-      log(
-        `rtt_at_1000rps ${r.name}: p50 ${formatNumber(m.p50Us)} µs, p99 ${formatNumber(m.p99Us)} µs ` +
-          `(send lag p50 ${formatNumber(m.sendLagP50Us)} µs, p99 ${formatNumber(m.sendLagP99Us)} µs, lost ${m.lost})`,
-      );
-      notes.push(
-        `latency ${r.name}: timer send lag p50 ${formatNumber(m.sendLagP50Us)} µs / p99 ` +
-          `${formatNumber(m.sendLagP99Us)} µs (included: RTT is measured from the schedule), ${m.lost} lost`,
-      );
+    ...(b1.latency && sockperf !== undefined
+      ? [
+          {
+            group: 'latency' as const,
+            name: 'rtt_at_1000rps (sockperf)',
+            run: async (r: Running) => {
+              const m = await measureSockperfLatency(procs, r.instance, timing, sockperf);
+              collector.add(r.name, 'rtt_p50_at_1000rps', m.p50Us);
+              collector.add(r.name, 'rtt_p99_at_1000rps', m.p99Us);
+              log(
+                `rtt_at_1000rps ${r.name} (sockperf): p50 ${formatNumber(m.p50Us)} µs, p99 ${formatNumber(m.p99Us)} µs`,
+              );
+              const lost = m.dropped + m.duplicated + m.outOfOrder;
+              notes.push(
+                `sockperf ${r.name}: p50 ${fmtUs(m.p50Us)} / p90 ${fmtUs(m.p90Us)} / p99 ${fmtUs(m.p99Us)} / ` +
+                  `p99.9 ${fmtUs(m.p999Us)} / max ${fmtUs(m.maxUs)}, ${m.observations} observations in ` +
+                  `${formatNumber(m.validSeconds)} s${lost > 0 ? `, ${m.dropped} dropped, ${m.duplicated} duplicated, ${m.outOfOrder} out of order` : ''}`,
+              );
+            },
+          },
+        ]
+      : []),
+    {
+      group: 'latency',
+      name: 'rtt_at_1000rps_node',
+      run: async (r) => {
+        const m = await measureLatency(procs, r.instance, timing);
+        collector.add(r.name, 'rtt_p50_at_1000rps_node', m.p50Us);
+        collector.add(r.name, 'rtt_p99_at_1000rps_node', m.p99Us);
+        log(
+          `rtt_at_1000rps_node ${r.name}: p50 ${formatNumber(m.p50Us)} µs, p99 ${formatNumber(m.p99Us)} µs ` +
+            `(send lag p50 ${formatNumber(m.sendLagP50Us)} µs, p99 ${formatNumber(m.sendLagP99Us)} µs, lost ${m.lost})`,
+        );
+        notes.push(
+          `latency (Node load generator) ${r.name}: timer send lag p50 ${formatNumber(m.sendLagP50Us)} µs / p99 ` +
+            `${formatNumber(m.sendLagP99Us)} µs (included: RTT is measured from the schedule), ${m.lost} lost`,
+        );
+      },
     },
-    conns: async (r) => {
-      const m = await measureConns(procs, r.instance, timing);
-      collector.add(r.name, 'new_connections_per_s', m.perS);
-      log(`new_connections_per_s ${r.name}: ${formatNumber(m.perS)} conn/s (${m.errors} errors)`);
-      if (m.errors > 0)
-        notes.push(`new connections ${r.name}: ${m.errors} failed connections during the window`);
+    ...(b1.http && wrk !== undefined
+      ? [
+          {
+            group: 'conns' as const,
+            name: 'new_connections_per_s (wrk, Connection: close)',
+            run: async (r: Running) => {
+              const m = await measureWrkConns(procs, r.instance, timing, wrk);
+              collector.add(r.name, 'new_connections_per_s', m.perS);
+              const errors = socketErrors(m.socketErrors);
+              log(
+                `new_connections_per_s ${r.name} (wrk, Connection: close): ${formatNumber(m.perS)} conn/s${errors}`,
+              );
+              if (errors !== '') notes.push(`wrk -c8 Connection: close ${r.name}${errors}`);
+            },
+          },
+        ]
+      : []),
+    {
+      group: 'conns',
+      name: 'new_connections_per_s_node',
+      run: async (r) => {
+        const m = await measureConns(procs, r.instance, timing);
+        collector.add(r.name, 'new_connections_per_s_node', m.perS);
+        log(`new_connections_per_s_node ${r.name}: ${formatNumber(m.perS)} conn/s (${m.errors} errors)`);
+        if (m.errors > 0)
+          notes.push(
+            `new connections (Node load generator) ${r.name}: ${m.errors} failed connections during the window`,
+          );
+      },
     },
-  };
+  ];
   for (let round = 1; round <= opts.rounds; round++) {
     if (opts.rounds > 1) log(`${group.name} round ${round}/${opts.rounds}`);
-    for (const metric of opts.metrics) {
-      if (metric === 'memory') continue;
-      await each(metric, timed[metric]);
+    for (const step of timed) {
+      if (opts.metrics.includes(step.group)) await each(step.name, step.run);
     }
   }
 
@@ -476,12 +600,69 @@ async function run(
   );
 
   const backendChild = procs.spawnNode('backend', 'backend.ts', ['127.0.0.1']);
-  const backend = await backendChild.waitForLine((v): BackendServices | undefined => {
+  const nodeBackend = await backendChild.waitForLine((v): BackendServices | undefined => {
     if (typeof v !== 'object' || v === null) return undefined;
     const o = v as Record<string, unknown>;
     if (o.event !== 'ready' || typeof o.echo !== 'number' || typeof o.source !== 'number') return undefined;
     return { echo: { host: '127.0.0.1', port: o.echo }, source: { host: '127.0.0.1', port: o.source } };
   }, BACKEND_READY_MS);
+
+  // The PERFORMANCE.md B.1 tools (wrk, nginx, sockperf): the floor-bearing rows of the data-path
+  // groups. A missing tool is said once, precisely (what to install), and its rows are listed
+  // under NOT MEASURED; everything else is still measured.
+  const problems: string[] = [];
+  const tools = findB1Tools();
+  const isRoot = process.getuid?.() === 0;
+  const dataPathGroups = PATH_GROUPS.filter(
+    (g) =>
+      (g.name === 'loopback' || g.name === 'netns') &&
+      (!g.needsRoot || isRoot) &&
+      opts.paths.some((p) => groupPaths(g).includes(p)),
+  );
+  const needs: B1Needs = {
+    http: dataPathGroups.length > 0 && (opts.metrics.includes('rps') || opts.metrics.includes('conns')),
+    latency: dataPathGroups.length > 0 && opts.metrics.includes('latency'),
+  };
+  const available = b1Available(tools);
+  const want: B1Needs = { http: needs.http && available.http, latency: needs.latency && available.latency };
+  for (const tool of missingTools(tools, needs)) {
+    process.stdout.write(`${toolMissingMessage(tool)}\n`);
+    problems.push(missingToolProblem(tool));
+    log(missingToolProblem(tool));
+  }
+
+  // nginx and sockperf server next to the Node backend on 127.0.0.1 (loopback group).
+  let hostServers: B1Servers | undefined;
+  let hostB1 = want;
+  if ((want.http || want.latency) && dataPathGroups.some((g) => g.name === 'loopback')) {
+    try {
+      hostServers = await startB1Servers({
+        tools,
+        want,
+        spawn: (label, command, args, spec) => procs.spawn(label, command, args, spec),
+        dir: join(tmp, 'b1-host'),
+        label: 'host',
+        bindHost: '127.0.0.1',
+        advertiseHost: '127.0.0.1',
+        probe: (target, mode, timeoutMs) => waitForService(target, mode, timeoutMs),
+        freePort: () => freePort('127.0.0.1'),
+      });
+      log(
+        `B.1 tool servers on 127.0.0.1: ${hostServers.children.map((c) => `${c.label}=${c.pid}`).join(' ')}` +
+          ` (nginx ${hostServers.http?.port ?? '–'}, sockperf ${hostServers.sockperf?.port ?? '–'})`,
+      );
+    } catch (err) {
+      const msg = `B.1 tool servers on 127.0.0.1 did not start, loopback group measured without wrk/sockperf: ${errorMessage(err)}`;
+      problems.push(msg);
+      log(msg);
+      hostB1 = { http: false, latency: false };
+    }
+  }
+  const backend: BackendServices = {
+    ...nodeBackend,
+    ...(hostServers?.http && { http: hostServers.http }),
+    ...(hostServers?.sockperf && { sockperf: hostServers.sockperf }),
+  };
 
   const st: RunState = {
     opts,
@@ -489,8 +670,9 @@ async function run(
     tmp,
     resources,
     backend,
+    b1: { tools, want },
     status: new Map<string, PathStatus>(),
-    problems: [],
+    problems,
     notes: [],
     collector: new Collector(),
     stopping,
@@ -511,13 +693,13 @@ async function run(
     try {
       if (group.name === 'scale') await runScale(st);
       else if (group.name === 'enrolment') await runEnrolment(st, paths);
-      else await runGroup(st, group, paths);
+      else await runGroup(st, group, paths, group.name === 'loopback' ? hostB1 : want);
     } finally {
       // The group's test beds (namespaces, pods, ztunnels, backends in pods).
       await resources.destroyAll(log);
     }
   }
-  await backendChild.kill();
+  await Promise.all([backendChild.kill(), hostServers?.close()]);
   if (stopping()) return 130;
 
   const records = buildRecords(opts.paths, st.collector.values(), st.status, baselineOf);

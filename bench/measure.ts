@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Runs one metric against one running path: spawns the load generator (its own child process,
-// started through the path's SpawnSpec so a netns path can run it inside a namespace), and
-// samples the tunnel processes' CPU and RSS from /proc around the load generator's measurement
-// window. Method: PERFORMANCE.md B.1–B.4.
+// started through the path's SpawnSpec so a netns path can run it inside a namespace) or one of
+// the B.1 tools (wrk, sockperf: bench/b1-run.ts, started the same way), and samples the tunnel
+// processes' CPU and RSS from /proc around the measurement window. Method: PERFORMANCE.md B.1–B.4.
 import { errorMessage, MeshError } from '../src/shared/errors.ts';
 import {
   loadgenEventSchema,
@@ -10,8 +10,10 @@ import {
   type LoadgenResult,
   type LoadgenTask,
 } from './loadgen-protocol.ts';
+import { toolSeconds, type SockperfResult, type WrkResult } from './b1.ts';
+import { runSockperf, runWrk } from './b1-run.ts';
 import { cpuSeconds, openFds, rssKiB, type ProcessRegistry } from './procs.ts';
-import type { PathInstance, SpawnSpec, TunnelProcess } from './types.ts';
+import type { Endpoint, PathInstance, SpawnSpec, TunnelProcess } from './types.ts';
 
 export class MeasurementError extends MeshError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -117,7 +119,10 @@ function cpuSnapshot(processes: readonly TunnelProcess[]): { wallNs: bigint; cpu
   return { wallNs: process.hrtime.bigint(), cpu: processes.reduce((sum, p) => sum + cpuSeconds(p.pid), 0) };
 }
 
-/** Metrics 2 and 6: closed loop, 32 connections, 1 KiB echo; tunnel CPU over the same window. */
+/**
+ * `rps_c32_1k_node_echo` (and its tunnel CPU): the Node load generator's closed loop, 32
+ * connections, 1 KiB echo; tunnel CPU over the same window. No floor: measureWrkRps is B.1's.
+ */
 export async function measureRps(
   procs: ProcessRegistry,
   path: PathInstance,
@@ -149,7 +154,10 @@ export interface LatencyMeasurement {
   readonly sendLagP99Us: number;
 }
 
-/** Metric 3: open loop, 1000 req/s, 1 KiB ping-pong on one connection, from the scheduled time. */
+/**
+ * `rtt_*_at_1000rps_node`: the Node load generator's open loop, 1000 req/s, 1 KiB ping-pong on
+ * one connection, from the scheduled time. No floor: measureSockperfLatency is B.1's.
+ */
 export async function measureLatency(
   procs: ProcessRegistry,
   path: PathInstance,
@@ -179,7 +187,10 @@ export interface ConnsMeasurement {
   readonly errors: number;
 }
 
-/** Metric 4: connect, send 1 KiB, read the echo, close; 8 concurrent workers. */
+/**
+ * `new_connections_per_s_node`: connect, send 1 KiB, read the echo, close; 8 concurrent Node
+ * workers. No floor: measureWrkConns is B.1's.
+ */
 export async function measureConns(
   procs: ProcessRegistry,
   path: PathInstance,
@@ -196,6 +207,94 @@ export async function measureConns(
     'conns',
   );
   return { perS: r.perS, errors: r.errors };
+}
+
+/** A path's target for a B.1 tool server, or a MeasurementError saying the path lacks it. */
+function b1Target(path: PathInstance, service: 'http' | 'sockperf'): Endpoint {
+  const target = path.targets[service];
+  if (target === undefined) {
+    throw new MeasurementError(
+      `the path carries no ${service === 'http' ? 'nginx (http)' : 'sockperf'} target: its tool server did not start`,
+    );
+  }
+  return target;
+}
+
+export interface WrkRpsMeasurement extends RpsMeasurement {
+  readonly wrk: WrkResult;
+}
+
+/**
+ * Metrics 2 and 6 by the B.1 method: `wrk -t2 -c32 -d<window> --latency` against nginx's 1 KiB
+ * file through the path; tunnel CPU over the wrk process's life (spawn → exit: the window plus
+ * a few milliseconds of start-up, and, as in B.1, the 32 connections' set-up).
+ */
+export async function measureWrkRps(
+  procs: ProcessRegistry,
+  path: PathInstance,
+  t: Timing,
+  wrk: string,
+): Promise<WrkRpsMeasurement> {
+  const target = b1Target(path, 'http');
+  let start: { wallNs: bigint; cpu: number } | undefined;
+  let end: { wallNs: bigint; cpu: number } | undefined;
+  const r = await runWrk(procs, wrk, 'rps', target, toolSeconds(t.durationMs), path.loadgen, {
+    onStart: () => (start = cpuSnapshot(path.processes)),
+    onExit: () => (end = cpuSnapshot(path.processes)),
+  });
+  checkWrk(r);
+  if (path.processes.length === 0) return { perS: r.perS, tunnelCores: undefined, wrk: r };
+  if (!start || !end) throw new MeasurementError('wrk window not sampled');
+  const wall = Number(end.wallNs - start.wallNs) / 1e9;
+  return { perS: r.perS, tunnelCores: (end.cpu - start.cpu) / wall, wrk: r };
+}
+
+/** Metric 4 by the B.1 method: `wrk -t2 -c8 -d<window> -H 'Connection: close'` against nginx. */
+export async function measureWrkConns(
+  procs: ProcessRegistry,
+  path: PathInstance,
+  t: Timing,
+  wrk: string,
+): Promise<WrkResult> {
+  const r = await runWrk(
+    procs,
+    wrk,
+    'conns',
+    b1Target(path, 'http'),
+    toolSeconds(t.durationMs),
+    path.loadgen,
+  );
+  checkWrk(r);
+  return r;
+}
+
+/** A wrk run counts only if requests completed and every answer was a 200 (nginx, a static file). */
+function checkWrk(r: WrkResult): void {
+  if (r.requests === 0) throw new MeasurementError('wrk completed no request');
+  if (r.non2xx > 0) {
+    throw new MeasurementError(`wrk got ${r.non2xx} non-2xx/3xx answers of ${r.requests}: wrong target?`);
+  }
+}
+
+/**
+ * Metric 3 by the B.1 method: `sockperf ping-pong --tcp -m 1024 --mps=1000 --full-rtt
+ * -t <window>` against `sockperf server` through the path; p50/p99 as sockperf reports them.
+ */
+export async function measureSockperfLatency(
+  procs: ProcessRegistry,
+  path: PathInstance,
+  t: Timing,
+  sockperf: string,
+): Promise<SockperfResult> {
+  const r = await runSockperf(
+    procs,
+    sockperf,
+    b1Target(path, 'sockperf'),
+    toolSeconds(t.durationMs),
+    path.loadgen,
+  );
+  if (!r.fullRtt) throw new MeasurementError('sockperf reported one-way latency, not full round trips');
+  return r;
 }
 
 /** RSS of each tunnel process in kB (decimal, as the floors are written). */

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Small network helpers for path set-up: a free loopback port for tools that need a fixed port
-// in a config file (stunnel), and a readiness probe that pushes one echo (or reads the first
-// bulk bytes) through a freshly started path before it is measured.
+// in a config file (stunnel, nginx, sockperf), and a readiness probe that pushes one echo (reads
+// the first bulk bytes, fetches the 1 KiB file, holds a connection) through a freshly started
+// path before it is measured.
 import { connect, createServer } from 'node:net';
 import { MeshError } from '../src/shared/errors.ts';
+import { HTTP_FILE, HTTP_FILE_SIZE } from './b1.ts';
 import type { Endpoint } from './types.ts';
 
 export class PathNotReadyError extends MeshError {
@@ -32,25 +34,62 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
 
 const PROBE = Buffer.from('bench-ready-probe\n');
 const PROBE_TIMEOUT_MS = 3000;
+/** `open` mode: a connection that stays up this long was accepted by the far end, not refused. */
+const OPEN_HOLD_MS = 300;
+/** `http` mode: a request for the 1 KiB file nginx serves (bench/b1.ts). */
+const HTTP_PROBE = Buffer.from(`GET /${HTTP_FILE} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n`);
+const HTTP_OK = /^HTTP\/1\.[01] 200 /;
 
-/** One attempt: `echo` sends a probe and waits for it back; `source` waits for any bytes. */
-function probeOnce(target: Endpoint, mode: 'echo' | 'source'): Promise<void> {
+/**
+ * How a readiness probe checks a service: `echo` sends a probe and waits for it back, `source`
+ * waits for any bytes, `http` fetches the 1 KiB file and wants a 200 with the whole body,
+ * `open` (sockperf's server, which echoes only its own framing) wants the connection to stay
+ * up for a moment: a tunnel whose far end cannot reach the server closes or resets it.
+ */
+export type ProbeMode = 'echo' | 'source' | 'http' | 'open';
+export const PROBE_MODES: readonly ProbeMode[] = ['echo', 'source', 'http', 'open'];
+
+/** One attempt of a readiness probe (see ProbeMode). */
+function probeOnce(target: Endpoint, mode: ProbeMode): Promise<void> {
   return new Promise((resolve, reject) => {
     const sock = connect({ host: target.host, port: target.port, noDelay: true });
     let got = 0;
+    let http = '';
+    let settled = false;
+    let holdTimer: NodeJS.Timeout | undefined;
     const done = (err?: Error): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(holdTimer);
       sock.destroy();
       if (err) reject(err);
       else resolve();
     };
     sock.setTimeout(PROBE_TIMEOUT_MS, () => done(new Error('probe timed out')));
     sock.on('error', done);
-    sock.on('end', () => done(new Error('closed before the probe completed')));
+    sock.on('end', () => {
+      if (mode === 'http' && HTTP_OK.test(http) && got > HTTP_FILE_SIZE) done();
+      else
+        done(
+          new Error(
+            mode === 'http'
+              ? `bad HTTP answer: ${http.split('\r\n')[0] ?? ''}`
+              : 'closed before the probe completed',
+          ),
+        );
+    });
     sock.on('connect', () => {
       if (mode === 'echo') sock.write(PROBE);
+      else if (mode === 'http') sock.write(HTTP_PROBE);
+      else if (mode === 'open') holdTimer = setTimeout(() => done(), OPEN_HOLD_MS);
     });
     sock.on('data', (b: Buffer) => {
       got += b.length;
+      if (mode === 'http') {
+        if (http.length < 256) http += b.toString('latin1');
+        return; // judged at the end: Connection: close
+      }
+      if (mode === 'open') return;
       if (mode === 'source' || got >= PROBE.length) done();
     });
   });
@@ -62,7 +101,7 @@ function probeOnce(target: Endpoint, mode: 'echo' | 'source'): Promise<void> {
  */
 export async function waitForService(
   target: Endpoint,
-  mode: 'echo' | 'source',
+  mode: ProbeMode,
   timeoutMs: number,
   isAlive: () => boolean = () => true,
 ): Promise<void> {

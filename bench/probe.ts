@@ -4,17 +4,18 @@
 // pod addresses are not routed): pushes one echo (or reads the first bulk bytes) through the
 // path, retrying until it works or the deadline passes.
 //
-// Usage: node bench/probe.ts <host:port> <echo|source> <timeoutMs>  → {"event":"ready"}
+// Usage: node bench/probe.ts <host:port> <echo|source|http|open> <timeoutMs>  → {"event":"ready"}
 import { attachToParent, emit, fail, parseEndpoint } from './child.ts';
-import { waitForService } from './net.ts';
+import { PROBE_MODES, waitForService } from './net.ts';
 
 async function main(): Promise<void> {
   const [target, mode, timeout] = process.argv.slice(2);
-  if (target === undefined || (mode !== 'echo' && mode !== 'source') || timeout === undefined) {
-    throw new Error('usage: probe.ts <host:port> <echo|source> <timeoutMs>');
+  const probeMode = PROBE_MODES.find((m) => m === mode);
+  if (target === undefined || probeMode === undefined || timeout === undefined) {
+    throw new Error(`usage: probe.ts <host:port> <${PROBE_MODES.join('|')}> <timeoutMs>`);
   }
   attachToParent();
-  await waitForService(parseEndpoint(target), mode, Number(timeout));
+  await waitForService(parseEndpoint(target), probeMode, Number(timeout));
   emit({ event: 'ready' });
   process.exit(0);
 }

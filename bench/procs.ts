@@ -73,6 +73,7 @@ export class ProcessRegistry {
 
     const stderrLines: string[] = [];
     const lineListeners: ((v: unknown) => void)[] = [];
+    const textListeners: ((line: string) => void)[] = [];
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       child.on('exit', (code, signal) => {
         this.#live.delete(pid);
@@ -88,7 +89,11 @@ export class ProcessRegistry {
       stderrLines.push(line);
       if (stderrLines.length > STDERR_TAIL_LINES) stderrLines.shift();
     });
-    createInterface({ input: child.stdout }).on('line', (line) => {
+    const stdoutLines = createInterface({ input: child.stdout });
+    const stdoutClosed = new Promise<void>((resolve) => stdoutLines.once('close', resolve));
+    stdoutLines.on('line', (line) => {
+      for (const l of textListeners) l(line);
+      if (lineListeners.length === 0) return;
       let value: unknown;
       try {
         value = JSON.parse(line) as unknown;
@@ -104,9 +109,13 @@ export class ProcessRegistry {
       pid,
       label,
       exited,
+      stdoutClosed,
       stderrTail,
       onLine: (listener) => {
         lineListeners.push(listener);
+      },
+      onText: (listener) => {
+        textListeners.push(listener);
       },
       send: (line) => {
         if (child.stdin.writable) child.stdin.write(line + '\n');

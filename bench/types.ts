@@ -2,6 +2,7 @@
 // Types shared by the benchmark harness (bench/main.ts), its child processes (load generator,
 // backend) and the pluggable paths in bench/paths/. See bench/README.md for the method.
 import type { PathGroupName } from './groups.ts';
+import type { B1Setup } from './tools.ts';
 
 /** A TCP address the load generator dials or a server listens on. */
 export interface Endpoint {
@@ -20,10 +21,20 @@ export interface SpawnSpec {
   readonly env?: Readonly<Record<string, string>>;
 }
 
-/** The backend's two services: an echo server and a bulk source (writes until the peer goes). */
+/**
+ * The backend's services: the Node backend's echo server and bulk source (writes until the peer
+ * goes), and the PERFORMANCE.md B.1 tool servers next to it (bench/b1-run.ts): nginx serving
+ * the 1 KiB file and `sockperf server`. A tool server is absent when its tool is not installed
+ * (the run then reports the measurement as not measured); a path that carries traffic must carry
+ * every service it is given.
+ */
 export interface BackendServices {
   readonly echo: Endpoint;
   readonly source: Endpoint;
+  /** nginx, 1 KiB static file at `/1k` (wrk: rps_c32_1k, new_connections_per_s). */
+  readonly http?: Endpoint;
+  /** `sockperf server --tcp` (sockperf ping-pong: rtt_*_at_1000rps). */
+  readonly sockperf?: Endpoint;
 }
 
 /** Which side of the tunnel a process sits on; memory is also reported per end. */
@@ -69,8 +80,13 @@ export interface SharedResource<T> {
 
 /** What the harness hands a path's start(). */
 export interface PathContext {
-  /** The shared backend on the host's loopback. */
+  /** The shared backend on the host's loopback (with the B.1 tool servers, when installed). */
   readonly backend: BackendServices;
+  /**
+   * The B.1 tools found on this machine and the tool servers the run wants (by the selected
+   * metrics); a test bed starts its own nginx and sockperf server with them.
+   */
+  readonly b1: B1Setup;
   /**
    * The group's shared resource under `key`: created with `create` by the first caller, the
    * same value for every later one (a failed creation is remembered and rethrown).
@@ -92,10 +108,14 @@ export interface TrackedChild {
   waitForLine<T>(accept: (value: unknown) => T | undefined, timeoutMs: number): Promise<T>;
   /** Called for every JSON line on stdout. */
   onLine(listener: (value: unknown) => void): void;
+  /** Called for every stdout line as text, JSON or not (external tools such as wrk). */
+  onText(listener: (line: string) => void): void;
   /** Writes one line to the child's stdin. */
   send(line: string): void;
   /** Resolves when the child has exited, with its code or signal. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves when the child's stdout has closed and every line of it was delivered. */
+  readonly stdoutClosed: Promise<void>;
   /** Last lines of stderr, for error messages. */
   stderrTail(): string;
   /** SIGTERM to the process group, SIGKILL after a grace period; resolves when gone. */

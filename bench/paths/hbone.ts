@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
-// The `hbone` path: load generator → HBONE client proxy (TCP listener; per connection an HTTP/2
-// CONNECT over mutual TLS through a pooled HboneClient) → HBONE server proxy (HboneServer whose
-// onConnect dials the :authority) → backend. Two child processes, one per tunnel end, like the
-// two ztunnels of client pod → ztunnel → HBONE → ztunnel → server pod (PERFORMANCE.md targets).
+// The `hbone` path: load generator → HBONE client proxy (a TCP listener per backend service; per
+// connection an HTTP/2 CONNECT over mutual TLS through a pooled HboneClient) → HBONE server
+// proxy (HboneServer whose onConnect dials the :authority) → backend (echo, bulk source, and the
+// B.1 tool servers nginx and sockperf when they run). Two child processes, one per tunnel end,
+// like the two ztunnels of client pod → ztunnel → HBONE → ztunnel → server pod (PERFORMANCE.md
+// targets).
 // Certificates come from the test CA (test/helpers/pki.ts) and reach the children as files.
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatEndpoint } from '../child.ts';
 import { waitForService } from '../net.ts';
 import { REPO_ROOT } from '../procs.ts';
+import { SERVICE_PROBE, serviceList, servicesFrom } from '../services.ts';
 import type { PathModule, TrackedChild } from '../types.ts';
 import type { ClientProxyConfig } from './hbone-client-proxy.ts';
 import { writeCertFile } from './hbone-certs.ts';
@@ -34,14 +37,16 @@ function readyPort(v: unknown): number | undefined {
   return o.event === 'ready' && typeof o.port === 'number' ? o.port : undefined;
 }
 
-function readyPorts(v: unknown): { echo: number; source: number } | undefined {
+function readyPorts(v: unknown): Record<string, number> | undefined {
   if (typeof v !== 'object' || v === null) return undefined;
   const o = v as Record<string, unknown>;
   if (o.event !== 'ready' || typeof o.ports !== 'object' || o.ports === null) return undefined;
-  const p = o.ports as Record<string, unknown>;
-  return typeof p.echo === 'number' && typeof p.source === 'number'
-    ? { echo: p.echo, source: p.source }
-    : undefined;
+  const out: Record<string, number> = {};
+  for (const [name, port] of Object.entries(o.ports as Record<string, unknown>)) {
+    if (typeof port !== 'number') return undefined;
+    out[name] = port;
+  }
+  return out;
 }
 
 export const hbonePath: PathModule = {
@@ -62,6 +67,7 @@ export const hbonePath: PathModule = {
     writeCertFile(serverCertFile, await issueWorkloadCert(ca, SERVER_ID));
     writeCertFile(clientCertFile, await issueWorkloadCert(ca, CLIENT_ID));
 
+    const services = serviceList(ctx.backend);
     const children: TrackedChild[] = [];
     const close = async (): Promise<void> => {
       await Promise.all(children.map((c) => c.kill()));
@@ -83,10 +89,8 @@ export const hbonePath: PathModule = {
         peer: { host: HOST, port: hbonePort },
         expectedIdentity: SERVER_ID,
         host: HOST,
-        routes: [
-          { name: 'echo', authority: formatEndpoint(ctx.backend.echo) },
-          { name: 'source', authority: formatEndpoint(ctx.backend.source) },
-        ],
+        // One route per backend service: echo, source and, when they run, nginx and sockperf.
+        routes: services.map((s) => ({ name: s.name, authority: formatEndpoint(s.target) })),
       };
       const clientConfigFile = join(ctx.tmpDir, 'client-proxy.json');
       writeFileSync(clientConfigFile, JSON.stringify(clientConfig));
@@ -94,11 +98,20 @@ export const hbonePath: PathModule = {
       children.push(client);
       const ports = await client.waitForLine(readyPorts, READY_TIMEOUT_MS);
 
-      const targets = { echo: { host: HOST, port: ports.echo }, source: { host: HOST, port: ports.source } };
+      const targets = servicesFrom(
+        Object.fromEntries(
+          services.map((s) => {
+            const port = ports[s.name];
+            if (port === undefined) throw new Error(`client proxy reported no port for ${s.name}`);
+            return [s.name, { host: HOST, port }];
+          }),
+        ),
+      );
       let alive = true;
       for (const c of children) void c.exited.then(() => (alive = false));
-      await waitForService(targets.echo, 'echo', READY_TIMEOUT_MS, () => alive);
-      await waitForService(targets.source, 'source', READY_TIMEOUT_MS, () => alive);
+      for (const s of serviceList(targets)) {
+        await waitForService(s.target, SERVICE_PROBE[s.name], READY_TIMEOUT_MS, () => alive);
+      }
       return {
         kind: 'ready',
         instance: {

@@ -2,16 +2,23 @@
 // The `pod-stunnel` path, the C mTLS reference in the netns group: load generator in the client
 // pod → stunnel client (127.0.0.1 in the client pod) → mutual TLS across nodes (TLS 1.3,
 // TLS_AES_128_GCM_SHA256, ECDSA P-256, like the loopback `stunnel` path) → stunnel server in the
-// server pod → backend (127.0.0.1 in the server pod). Same unenrolled pods as `pod-direct`.
+// server pod → backend (127.0.0.1 in the server pod: echo, bulk source, and the B.1 tool servers
+// nginx and sockperf when they run). Same unenrolled pods as `pod-direct`.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { SERVICE_PROBE, serviceList, servicesFrom, type ServiceName } from '../services.ts';
 import type { Endpoint, PathModule, TrackedChild } from '../types.ts';
 import { NETNS_READY_MS, NETNS_START_TIMEOUT_MS, netnsMissing } from './netns-common.ts';
 import { inNetns, plainPods, probeFrom } from './pods.ts';
 import { findStunnel, makeCerts, STUNNEL_MISSING, stunnelConfig } from './stunnel.ts';
 
 /** Fixed ports inside the pods (fresh namespaces: nothing else listens there), below the ephemeral range. */
-const PORTS = { echo: 20001, source: 20002 } as const;
+const PORTS: Readonly<Record<ServiceName, number>> = {
+  echo: 20001,
+  source: 20002,
+  http: 20003,
+  sockperf: 20004,
+};
 const LOOPBACK = '127.0.0.1';
 
 export const podStunnelPath: PathModule = {
@@ -31,27 +38,32 @@ export const podStunnelPath: PathModule = {
     const ep = (host: string, port: number): Endpoint => ({ host, port });
     const serverConf = join(dir, 'stunnel-server.conf');
     const clientConf = join(dir, 'stunnel-client.conf');
+    // One stunnel service per backend service in the server pod (echo, source and, when they
+    // run, nginx and the sockperf server), each on its fixed port.
+    const services = serviceList(pods.backend);
     writeFileSync(
       serverConf,
-      stunnelConfig(dir, 'server', [
-        {
-          name: 'echo',
-          accept: ep(pods.server.ip, PORTS.echo),
-          connect: ep(LOOPBACK, pods.backend.echo.port),
-        },
-        {
-          name: 'source',
-          accept: ep(pods.server.ip, PORTS.source),
-          connect: ep(LOOPBACK, pods.backend.source.port),
-        },
-      ]),
+      stunnelConfig(
+        dir,
+        'server',
+        services.map((s) => ({
+          name: s.name,
+          accept: ep(pods.server.ip, PORTS[s.name]),
+          connect: ep(LOOPBACK, s.target.port),
+        })),
+      ),
     );
     writeFileSync(
       clientConf,
-      stunnelConfig(dir, 'client', [
-        { name: 'echo', accept: ep(LOOPBACK, PORTS.echo), connect: ep(pods.server.ip, PORTS.echo) },
-        { name: 'source', accept: ep(LOOPBACK, PORTS.source), connect: ep(pods.server.ip, PORTS.source) },
-      ]),
+      stunnelConfig(
+        dir,
+        'client',
+        services.map((s) => ({
+          name: s.name,
+          accept: ep(LOOPBACK, PORTS[s.name]),
+          connect: ep(pods.server.ip, PORTS[s.name]),
+        })),
+      ),
     );
     const children: TrackedChild[] = [];
     const close = async (): Promise<void> => {
@@ -68,9 +80,12 @@ export const podStunnelPath: PathModule = {
         prefix: inNetns(pods.client.netnsName),
       });
       children.push(client);
-      const targets = { echo: ep(LOOPBACK, PORTS.echo), source: ep(LOOPBACK, PORTS.source) };
-      await probeFrom(ctx, pods.loadgen, targets.echo, 'echo', NETNS_READY_MS);
-      await probeFrom(ctx, pods.loadgen, targets.source, 'source', NETNS_READY_MS);
+      const targets = servicesFrom(
+        Object.fromEntries(services.map((s) => [s.name, ep(LOOPBACK, PORTS[s.name])])),
+      );
+      for (const s of serviceList(targets)) {
+        await probeFrom(ctx, pods.loadgen, s.target, SERVICE_PROBE[s.name], NETNS_READY_MS);
+      }
       return {
         kind: 'ready',
         instance: {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The netns group's shared set-up (DESIGN.md §4 test bed, §5 method): pods in network
 // namespaces on two nodes, attached by the real CNI plugins, a backend inside each server pod
-// and the load generator inside the client pod (`ip netns exec <pod netns>`).
+// (the Node backend, and nginx and sockperf server for the B.1 tools: bench/b1-run.ts) and the
+// load generator (or wrk, sockperf) inside the client pod (`ip netns exec <pod netns>`).
 //
 // Two test beds with the same layout (2 nodes, client pod on node 0, server pod on node 1):
 // - plain pods (never enrolled): `pod-direct`, the group's baseline, and `pod-stunnel`;
@@ -14,15 +15,10 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, realpathSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorMessage } from '../../src/shared/errors.ts';
+import { startB1Servers, type B1Servers } from '../b1-run.ts';
+import type { ProbeMode } from '../net.ts';
 import { NODE_BIN } from '../procs.ts';
-import type {
-  BackendServices,
-  Endpoint,
-  PathContext,
-  SharedResource,
-  SpawnSpec,
-  TrackedChild,
-} from '../types.ts';
+import type { BackendServices, Endpoint, PathContext, SharedResource, SpawnSpec } from '../types.ts';
 import type { ZtunnelEntry } from '../ztunnel-build.ts';
 
 const NAMESPACE = 'bench';
@@ -101,22 +97,60 @@ function readyPorts(v: unknown): { echo: number; source: number } | undefined {
     : undefined;
 }
 
-/** Starts bench/backend.ts inside the pod (listening on all of the pod's addresses). */
+/**
+ * Fixed ports of the B.1 tool servers inside a server pod (a fresh netns: nothing else listens
+ * there; clear of ztunnel's in-pod ports 15001/15006/15008).
+ */
+export const POD_B1_PORTS = { http: 18080, sockperf: 11111 } as const;
+
+/**
+ * Starts bench/backend.ts inside the pod (listening on all of the pod's addresses) and, next to
+ * it, the B.1 tool servers the run wants (nginx, sockperf server: bench/b1-run.ts), each checked
+ * from inside the pod on 127.0.0.1. `kill` stops all of them.
+ */
 async function startBackend(
   ctx: PathContext,
   pod: PodLike,
-): Promise<{ child: TrackedChild; services: BackendServices }> {
+): Promise<{ kill: () => Promise<void>; services: BackendServices }> {
   const child = ctx.spawnNode(`backend-${pod.name}`, 'backend.ts', ['0.0.0.0'], {
     prefix: inNetns(pod.netnsName),
   });
+  let servers: B1Servers | undefined;
+  const kill = async (): Promise<void> => {
+    await Promise.all([child.kill(), servers?.close()]);
+  };
   try {
     const ports = await child.waitForLine(readyPorts, BACKEND_READY_MS);
+    const inPod: SpawnSpec = { prefix: inNetns(pod.netnsName) };
+    servers = await startB1Servers({
+      tools: ctx.b1.tools,
+      want: ctx.b1.want,
+      spawn: ctx.spawn,
+      dir: join(ctx.tmpDir, `b1-${pod.name}`),
+      label: pod.name,
+      bindHost: '0.0.0.0',
+      advertiseHost: pod.ip,
+      ports: POD_B1_PORTS,
+      prefix: inNetns(pod.netnsName),
+      probe: (target, mode, timeoutMs) => probeFrom(ctx, inPod, target, mode, timeoutMs),
+      freePort: () => Promise.reject(new Error('a pod uses fixed ports')),
+    });
+    if (servers.children.length > 0) {
+      ctx.log(
+        `B.1 tool servers in pod ${pod.name}: ${servers.children.map((c) => `${c.label}=${c.pid}`).join(' ')}`,
+      );
+    }
     return {
-      child,
-      services: { echo: { host: pod.ip, port: ports.echo }, source: { host: pod.ip, port: ports.source } },
+      kill,
+      services: {
+        echo: { host: pod.ip, port: ports.echo },
+        source: { host: pod.ip, port: ports.source },
+        ...(servers.http && { http: servers.http }),
+        ...(servers.sockperf && { sockperf: servers.sockperf }),
+      },
     };
   } catch (err) {
-    await child.kill();
+    await kill();
     throw err;
   }
 }
@@ -126,7 +160,7 @@ export async function probeFrom(
   ctx: PathContext,
   spec: SpawnSpec,
   target: Endpoint,
-  mode: 'echo' | 'source',
+  mode: ProbeMode,
   timeoutMs: number,
 ): Promise<void> {
   const child = ctx.spawnNode(
@@ -153,14 +187,14 @@ export function plainPods(ctx: PathContext): Promise<PodPair> {
   return ctx.shared('netns-plain-pods', async (): Promise<SharedResource<PodPair>> => {
     const { createTestbed } = await import('../../test/helpers/testbed.ts');
     const tb = await createTestbed({ nodes: 2 });
-    let backend: TrackedChild | undefined;
+    let backend: { kill: () => Promise<void> } | undefined;
     try {
       ctx.log(`test bed ${tb.prefix} (plain pods): 2 nodes`);
       const client = await tb.addPod({ node: 0, name: 'plain-client', namespace: NAMESPACE });
       const server = await tb.addPod({ node: 1, name: 'plain-server', namespace: NAMESPACE });
       await tune([client, server]);
       const b = await startBackend(ctx, server);
-      backend = b.child;
+      backend = b;
       ctx.log(`plain pods: client ${client.ip} (node 0), server ${server.ip} (node 1), backend up`);
       return {
         value: {
@@ -170,7 +204,7 @@ export function plainPods(ctx: PathContext): Promise<PodPair> {
           loadgen: { prefix: inNetns(client.netnsName) },
         },
         destroy: async () => {
-          await b.child.kill();
+          await b.kill();
           await tb.destroy();
         },
       };
@@ -274,7 +308,7 @@ export function meshPods(ctx: PathContext, entry: ZtunnelEntry): Promise<MeshPod
       env: { TERMINATION_GRACE_PERIOD_SECONDS: ZTUNNEL_GRACE_S },
       ztunnelMain: entry.script,
     });
-    let backend: TrackedChild | undefined;
+    let backend: { kill: () => Promise<void> } | undefined;
     try {
       const client = bed.pods['mesh-client']!;
       const server = bed.pods['mesh-server']!;
@@ -296,7 +330,7 @@ export function meshPods(ctx: PathContext, entry: ZtunnelEntry): Promise<MeshPod
       }
       await tune([client, server]);
       const b = await startBackend(ctx, server);
-      backend = b.child;
+      backend = b;
       return {
         value: {
           client: podEnd(client),
@@ -307,7 +341,7 @@ export function meshPods(ctx: PathContext, entry: ZtunnelEntry): Promise<MeshPod
           entry,
         },
         destroy: async () => {
-          await b.child.kill();
+          await b.kill();
           await bed.destroy();
         },
       };

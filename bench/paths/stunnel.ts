@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // The `stunnel` path, the C mTLS reference peer of PERFORMANCE.md B.1: load generator →
 // stunnel client (127.0.0.1) → mutual TLS (TLS 1.3, TLS_AES_128_GCM_SHA256, ECDSA P-256
-// certificates generated with openssl at run time) → stunnel server → backend. Debian's
-// stunnel4, two foreground processes, one TLS connection per application connection (stunnel
-// runs a thread per connection).
+// certificates generated with openssl at run time) → stunnel server → backend (one stunnel
+// service per backend service: echo, bulk source, and nginx and sockperf server when they run).
+// Debian's stunnel4, two foreground processes, one TLS connection per application connection
+// (stunnel runs a thread per connection).
 import { execFile } from 'node:child_process';
-import { accessSync, constants, writeFileSync } from 'node:fs';
-import { delimiter, isAbsolute, join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { formatEndpoint } from '../child.ts';
 import { freePort, waitForService } from '../net.ts';
+import { SERVICE_PROBE, serviceList, servicesFrom, type ServiceName } from '../services.ts';
+import { findExecutable } from '../tools.ts';
 import type { BackendServices, Endpoint, PathContext, PathModule, TrackedChild } from '../types.ts';
 
 const run = promisify(execFile);
@@ -20,31 +23,6 @@ export const STUNNEL_ENV = 'MESH_BENCH_STUNNEL';
 const START_ATTEMPTS = 3;
 const READY_TIMEOUT_MS = 10_000;
 const HOST = '127.0.0.1';
-
-function findExecutable(names: readonly string[]): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/bin', '/usr/sbin', '/usr/local/bin'];
-  for (const name of names) {
-    if (isAbsolute(name)) {
-      try {
-        accessSync(name, constants.X_OK);
-        return name;
-      } catch {
-        continue;
-      }
-    }
-    for (const dir of dirs) {
-      if (!dir) continue;
-      const p = join(dir, name);
-      try {
-        accessSync(p, constants.X_OK);
-        return p;
-      } catch {
-        /* next */
-      }
-    }
-  }
-  return undefined;
-}
 
 /** The stunnel binary: MESH_BENCH_STUNNEL if set, else stunnel4/stunnel on PATH; undefined if none. */
 export function findStunnel(): string | undefined {
@@ -129,24 +107,37 @@ export function stunnelConfig(
 }
 
 async function startOnce(ctx: PathContext, bin: string, backend: BackendServices, dir: string) {
-  const serverSide = { echo: await freePort(HOST), source: await freePort(HOST) };
-  const clientSide = { echo: await freePort(HOST), source: await freePort(HOST) };
-  const ep = (port: number): Endpoint => ({ host: HOST, port });
+  // One stunnel service per backend service (echo, source and, when they run, nginx and the
+  // sockperf server): a client-side port tunnelled to a server-side port that connects to it.
+  const services = serviceList(backend);
+  const serverSide = new Map<ServiceName, number>();
+  const clientSide = new Map<ServiceName, number>();
+  for (const s of services) {
+    serverSide.set(s.name, await freePort(HOST));
+    clientSide.set(s.name, await freePort(HOST));
+  }
+  const ep = (port: number | undefined): Endpoint => ({ host: HOST, port: port! });
   const serverConf = join(dir, 'stunnel-server.conf');
   const clientConf = join(dir, 'stunnel-client.conf');
   writeFileSync(
     serverConf,
-    stunnelConfig(dir, 'server', [
-      { name: 'echo', accept: ep(serverSide.echo), connect: backend.echo },
-      { name: 'source', accept: ep(serverSide.source), connect: backend.source },
-    ]),
+    stunnelConfig(
+      dir,
+      'server',
+      services.map((s) => ({ name: s.name, accept: ep(serverSide.get(s.name)), connect: s.target })),
+    ),
   );
   writeFileSync(
     clientConf,
-    stunnelConfig(dir, 'client', [
-      { name: 'echo', accept: ep(clientSide.echo), connect: ep(serverSide.echo) },
-      { name: 'source', accept: ep(clientSide.source), connect: ep(serverSide.source) },
-    ]),
+    stunnelConfig(
+      dir,
+      'client',
+      services.map((s) => ({
+        name: s.name,
+        accept: ep(clientSide.get(s.name)),
+        connect: ep(serverSide.get(s.name)),
+      })),
+    ),
   );
   const children: TrackedChild[] = [];
   const alive = new Set<number>();
@@ -163,9 +154,12 @@ async function startOnce(ctx: PathContext, bin: string, backend: BackendServices
   };
   try {
     const bothAlive = (): boolean => alive.has(server.pid) && alive.has(client.pid);
-    const targets = { echo: ep(clientSide.echo), source: ep(clientSide.source) };
-    await waitForService(targets.echo, 'echo', READY_TIMEOUT_MS, bothAlive);
-    await waitForService(targets.source, 'source', READY_TIMEOUT_MS, bothAlive);
+    const targets = servicesFrom(
+      Object.fromEntries(services.map((s) => [s.name, ep(clientSide.get(s.name))])),
+    );
+    for (const s of serviceList(targets)) {
+      await waitForService(s.target, SERVICE_PROBE[s.name], READY_TIMEOUT_MS, bothAlive);
+    }
     return {
       targets,
       processes: [

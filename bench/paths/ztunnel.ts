@@ -5,6 +5,7 @@
 // the server-side ztunnel delivers it to the backend with the client pod's IP as source. One
 // real ztunnel process per node, in the node netns, built by test/helpers/mesh-bed.ts; by
 // default the tsc output dist/ztunnel/src/main.js (bench/ztunnel-build.ts).
+import { SERVICE_PROBE, serviceList } from '../services.ts';
 import type { PathModule } from '../types.ts';
 import { ztunnelEntry } from '../ztunnel-build.ts';
 import { NETNS_READY_MS, NETNS_START_TIMEOUT_MS, netnsMissing } from './netns-common.ts';
@@ -23,8 +24,10 @@ export const ztunnelPath: PathModule = {
     ctx.log(entry.note);
     const pods = await meshPods(ctx, entry);
     // Through the mesh, from inside the client pod: redirection, HBONE and delivery all work.
-    await probeFrom(ctx, pods.loadgen, pods.backend.echo, 'echo', NETNS_READY_MS);
-    await probeFrom(ctx, pods.loadgen, pods.backend.source, 'source', NETNS_READY_MS);
+    // Transparent: the same pod IP and ports as pod-direct, every service (B.1 servers included).
+    for (const s of serviceList(pods.backend)) {
+      await probeFrom(ctx, pods.loadgen, s.target, SERVICE_PROBE[s.name], NETNS_READY_MS);
+    }
     const [client, server] = [0, 1].map((n) => pods.ztunnels.find((z) => z.node === n));
     if (client === undefined || server === undefined) throw new Error('expected a ztunnel on nodes 0 and 1');
     return {

@@ -137,8 +137,8 @@ t.test('netns table and floors name pod-direct as the baseline', async (t) => {
   const floors = formatFloors('ztunnel', records, status.get('ztunnel'), 'pod-direct');
   t.match(floors, /ratios × pod-direct, same run/);
   t.match(floors, /throughput ≥ 0\.10× pod-direct\s+0\.150×\s+pass/);
-  t.match(floors, /requests\/s ≥ 0\.50× pod-direct\s+0\.300×\s+BELOW/);
-  t.match(floors, /added p50 ≤ 250 µs\s+300 µs\s+BELOW/);
+  t.match(floors, /requests\/s \(wrk → nginx\) ≥ 0\.50× pod-direct\s+0\.300×\s+BELOW/);
+  t.match(floors, /added p50 \(sockperf\) ≤ 250 µs\s+300 µs\s+BELOW/);
   t.notMatch(floors, /× direct/);
   t.match(
     formatFloors('ztunnel', records, { kind: 'missing', reason: 'needs root' }),

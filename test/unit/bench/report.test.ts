@@ -144,9 +144,91 @@ t.test('table and floors text', async (t) => {
   t.notMatch(table, /path_available/);
   const floors = formatFloors('hbone', records, status.get('hbone'));
   t.match(floors, /throughput ≥ 0\.10× direct\s+0\.075×\s+BELOW/);
-  t.match(floors, /requests\/s ≥ 0\.50× direct\s+0\.600×\s+pass/);
+  t.match(floors, /requests\/s \(wrk → nginx\) ≥ 0\.50× direct\s+0\.600×\s+pass/);
   t.match(
     formatFloors('stunnel', records, status.get('stunnel')),
     /not checked \(missing: stunnel not found/,
   );
+});
+
+t.test('B.1 rows carry the floors; the Node load generator rows are reported without one', async (t) => {
+  const values = new Map<string, PathValues>([
+    [
+      'direct',
+      {
+        rps_c32_1k: 30_000,
+        rps_c32_1k_node_echo: 60_000,
+        rtt_p50_at_1000rps: 60,
+        rtt_p99_at_1000rps: 400,
+        rtt_p50_at_1000rps_node: 90,
+        rtt_p99_at_1000rps_node: 500,
+        new_connections_per_s: 10_000,
+        new_connections_per_s_node: 4_000,
+      },
+    ],
+    [
+      'hbone',
+      {
+        rps_c32_1k: 16_000, // 0.533× → pass
+        rps_c32_1k_node_echo: 6_000, // 0.10×: no floor
+        rtt_p50_at_1000rps: 200, // +140 µs → pass
+        rtt_p99_at_1000rps: 900, // +500 µs → pass
+        rtt_p50_at_1000rps_node: 690, // +600 µs: no floor
+        rtt_p99_at_1000rps_node: 3500,
+        new_connections_per_s: 1_100, // 0.11× → pass
+        new_connections_per_s_node: 200, // 0.05×: no floor
+        tunnel_cpu_cores_c32: 1.6,
+        tunnel_cpu_cores_per_1000rps: 0.1,
+        tunnel_cpu_cores_c32_node_echo: 1.2,
+        tunnel_cpu_cores_per_1000rps_node_echo: 0.2,
+      },
+    ],
+  ]);
+  const status = new Map<string, PathStatus>([
+    ['direct', { kind: 'ok' }],
+    ['hbone', { kind: 'ok' }],
+  ]);
+  const records = buildRecords(['direct', 'hbone'], values, status);
+  t.equal(find(records, 'hbone', 'added_rtt_p50_at_1000rps')?.value, 140);
+  t.equal(find(records, 'hbone', 'added_rtt_p99_at_1000rps')?.value, 500);
+  t.equal(find(records, 'hbone', 'added_rtt_p50_at_1000rps_node')?.value, 600);
+  t.equal(find(records, 'hbone', 'added_rtt_p99_at_1000rps_node')?.value, 3000);
+  t.equal(find(records, 'hbone', 'added_rtt_p50_at_1000rps_node')?.ratio_to_direct, null);
+  t.equal(find(records, 'direct', 'added_rtt_p50_at_1000rps_node'), undefined);
+  t.equal(find(records, 'hbone', 'rps_c32_1k_node_echo')?.ratio_to_direct, 0.1);
+  t.equal(find(records, 'hbone', 'new_connections_per_s_node')?.ratio_to_direct, 0.05);
+  t.equal(find(records, 'hbone', 'tunnel_cpu_cores_per_1000rps_node_echo')?.ratio_to_direct, null);
+
+  const checks = checkFloors(records, 'hbone');
+  t.ok(
+    checks.every((c) => !c.floor.metric.endsWith('_node') && !c.floor.metric.endsWith('_node_echo')),
+    'no floor on a _node row',
+  );
+  const byMetric = new Map(checks.map((c) => [c.floor.metric, c.status]));
+  t.equal(byMetric.get('rps_c32_1k'), 'pass');
+  t.equal(byMetric.get('new_connections_per_s'), 'pass');
+  t.equal(byMetric.get('added_rtt_p50_at_1000rps'), 'pass');
+  t.equal(byMetric.get('added_rtt_p99_at_1000rps'), 'pass');
+
+  // Both methods appear in the table, B.1 rows first; the JSON carries every row.
+  const table = formatTable(['direct', 'hbone'], records, status);
+  const rows = table.split('\n').map((l) => l.split(/\s+/)[0]);
+  for (const m of [
+    'rps_c32_1k',
+    'rps_c32_1k_node_echo',
+    'rtt_p50_at_1000rps',
+    'rtt_p50_at_1000rps_node',
+    'added_rtt_p50_at_1000rps_node',
+    'new_connections_per_s',
+    'new_connections_per_s_node',
+    'tunnel_cpu_cores_per_1000rps_node_echo',
+  ]) {
+    t.ok(rows.includes(m), `${m} in the table`);
+  }
+  t.ok(rows.indexOf('rps_c32_1k') < rows.indexOf('rps_c32_1k_node_echo'));
+  t.match(table, /rps_c32_1k_node_echo\s+req\/s\s+60000\s+6000 \(0\.10×\)/);
+  t.match(table, /added_rtt_p50_at_1000rps_node\s+µs\s+–\s+600/);
+  t.match(METRICS.rps_c32_1k.label, /wrk/);
+  t.match(METRICS.rtt_p50_at_1000rps.label, /sockperf/);
+  t.match(METRICS.new_connections_per_s.label, /wrk/);
 });

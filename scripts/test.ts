@@ -8,7 +8,7 @@
 // printed loudly and counted.
 import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 
 const root = join(import.meta.dirname, '..');
 
@@ -33,9 +33,21 @@ const only = args.filter((a) => !a.startsWith('-'));
 const isRoot = process.getuid?.() === 0;
 const allowNoRoot = process.env.AMBIENT_ALLOW_NO_ROOT === '1';
 
+/** A directory argument stands for every *.test.ts under it. */
+const expand = (arg: string): string[] => {
+  const abs = resolve(root, arg);
+  let dir = false;
+  try {
+    dir = statSync(abs).isDirectory();
+  } catch {
+    // not a path here: tap reports it
+  }
+  return dir ? findTests(abs) : [arg];
+};
+
 let files =
   only.length > 0
-    ? only
+    ? only.flatMap(expand)
     : [
         ...findTests(join(root, 'test/unit')),
         ...findTests(join(root, 'test/integration')),

@@ -11,8 +11,9 @@
 // connection (one the new pod's ztunnel did not carry) is captured on the server pod's inbound
 // path and reset; only a connection that arrived over HBONE is answered. Until the new pod is
 // live, attempts fail fast (no route, reset, closed without a greeting) or are held by ztunnel
-// while it waits for the pod's own workload from WDS (ARCHITECTURE.md decision 6); a held
-// attempt is answered the moment the pod is live, which is what polling tightly wants.
+// (while the pod's certificate is fetched, or, for a destination WDS does not know, while it
+// waits for the pod's own workload: ARCHITECTURE.md decision 6); a held attempt is answered the
+// moment the pod is live, which is what polling tightly wants.
 import { connectInNetns } from '../../src/local/netns-net.ts';
 import { MeshError, errorMessage } from '../../src/shared/errors.ts';
 

@@ -11,8 +11,9 @@
 //   add_to_live the start of the ADD to the first connection from inside the new pod answered by
 //               a server pod (./probe.ts). For an enrolled pod the server only answers connections
 //               that arrived over HBONE, so this is "redirection live": captured by the pod's
-//               ztunnel, which also needs the pod's own workload from WDS (local mode writes the pod
-//               IP into the live Pod object after the ADD; the controller picks it up and pushes).
+//               ztunnel and carried over HBONE. ztunnel does not wait for the pod's own workload
+//               from WDS (local mode writes the pod IP into the live Pod object after the ADD; the
+//               controller picks it up and pushes) to reach a mesh workload WDS already knows.
 //
 // Manifests (written to a temp dir): namespace `mesh` (ambient) with a STRICT PeerAuthentication
 // and the pod `server`; namespace `plain` (outside the mesh) with its own `server`. Both servers

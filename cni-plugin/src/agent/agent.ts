@@ -118,6 +118,8 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   readonly #releasing = new Map<string, { fd: number; timer: NodeJS.Timeout }>();
   /** Per-pod serialization: every change to one pod runs after the previous one. */
   readonly #locks = new Map<string, Promise<unknown>>();
+  /** The redirection annotation value we last wrote on each pod (see #annotate). */
+  readonly #written = new Map<string, 'enabled' | 'pending' | null>();
   #retryTimer: NodeJS.Timeout | undefined;
   #started = false;
   #stopped = false;
@@ -213,6 +215,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
         'the node agent is starting or stopping; the runtime retries the sandbox',
       );
     }
+    const started = performance.now();
     const pod = await this.#lookupPod(ev.podNamespace, ev.podName);
     const uid = pod.metadata?.uid;
     if (uid === undefined || uid === '') {
@@ -235,6 +238,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       );
     }
     const fetchedNs = await this.#lookupNamespace(ev.podNamespace, pod);
+    const looked = performance.now();
     return this.#serialize(uid, async () => {
       // Decided here, under the pod's lock, from the freshest state: a namespace label event
       // that landed while the lookups were in flight must not be overtaken by a stale answer.
@@ -245,11 +249,33 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       if (!decision.enrol) {
         // Remember the sandbox anyway: a later label change can enrol the running pod.
         await this.#remember(latest, uid, ev.netns, false);
-        this.#log.info({ pod: podName(latest), uid }, `not enrolled: ${decision.reason}`);
+        this.#log.info(
+          {
+            pod: podName(latest),
+            uid,
+            ms: { lookup: round(looked - started), total: round(performance.now() - started) },
+          },
+          `not enrolled: ${decision.reason}`,
+        );
         return { enrolled: false, reason: decision.reason };
       }
-      await this.#enrol(latest, uid, ev.netns);
-      this.#log.info({ pod: podName(latest), uid, netns: ev.netns }, `enrolled: ${decision.reason}`);
+      const locked = performance.now();
+      const phases = await this.#enrol(latest, uid, ev.netns);
+      this.#log.info(
+        {
+          pod: podName(latest),
+          uid,
+          netns: ev.netns,
+          // Where the ADD's time went, for the enrolment bench and operators (bench/README.md).
+          ms: {
+            lookup: round(looked - started),
+            queued: round(locked - looked),
+            ...phases,
+            total: round(performance.now() - started),
+          },
+        },
+        `enrolled: ${decision.reason}`,
+      );
       return { enrolled: true, reason: decision.reason };
     });
   }
@@ -289,14 +315,15 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
    * (`offer` false) the pod is only held: ztunnel receives it in the ZDS snapshot, and the
    * annotation stays as it was instead of flapping to pending while no ztunnel is connected.
    */
-  async #enrol(pod: V1Pod, uid: string, netnsPath: string, offer = true): Promise<void> {
+  async #enrol(pod: V1Pod, uid: string, netnsPath: string, offer = true): Promise<EnrolPhases> {
     this.#cancelRelease(uid);
     const existing = this.#held.get(uid);
     if (existing !== undefined) {
       // A second ADD for the same pod (runtime retry): same netns → nothing to do.
-      if (sameNetns(netnsPath, existing.inode)) return;
+      if (sameNetns(netnsPath, existing.inode)) return {};
       await this.#unenrol(pod, uid, 'sandbox replaced', 'deleted');
     }
+    const t0 = performance.now();
     let fd: number;
     try {
       fd = openNetns(netnsPath);
@@ -322,6 +349,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
         },
       );
     }
+    const t1 = performance.now();
     const annotated = pod.metadata?.annotations?.[REDIRECTION_ANNOTATION];
     const held: Held = {
       fd,
@@ -331,11 +359,30 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       offered: false,
     };
     this.#held.set(uid, held);
-    await this.#o.registry.set(record(pod, uid, netnsPath, inode, true));
-    if (offer) await this.#offer(pod, uid, held);
+    // The record and the hand-off to ztunnel at the same time: the ADD is answered only after
+    // both, so a pod the runtime runs is always recorded (a restarted agent finds it again).
+    let registry = 0;
+    let ztunnel = 0;
+    await Promise.all([
+      this.#o.registry.set(record(pod, uid, netnsPath, inode, true)).then(() => {
+        registry = performance.now() - t1;
+      }),
+      offer
+        ? this.#offer(pod, uid, held).then(() => {
+            ztunnel = performance.now() - t1;
+          })
+        : undefined,
+    ]);
+    return { rules: round(t1 - t0), registry: round(registry), ztunnel: round(ztunnel) };
   }
 
-  /** Hands the pod to ztunnel and sets the annotation accordingly. */
+  /**
+   * Hands the pod to ztunnel, then sets the annotation accordingly in a task of its own, queued
+   * behind this one on the pod's lock: the annotation only informs the controller (it never gates
+   * traffic), so a CNI ADD is answered as soon as ztunnel has the pod, without waiting for the
+   * write. The task skips the write if the pod changed state meanwhile (an event queued before it
+   * un-enrolled the pod); a write that fails is retried by retryPending.
+   */
   async #offer(pod: V1Pod, uid: string, held: Held): Promise<void> {
     let state: 'enabled' | 'pending';
     const first = !held.offered;
@@ -351,7 +398,12 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     }
     const changed = held.state !== state;
     held.state = state;
-    await this.#annotate(pod, state);
+    void this.#serialize(uid, async () => {
+      // One turn of the event loop first, so the answer to the plugin goes out before the write.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (this.#held.get(uid) !== held || held.state !== state) return;
+      await this.#annotate(pod, state);
+    }).catch((e: unknown) => this.#log.error({ pod: podName(pod), uid }, errorMessage(e)));
     if (changed || state === 'enabled') this.emit('state', uid, state);
   }
 
@@ -423,10 +475,20 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.#releasing.delete(uid);
   }
 
+  /**
+   * Sets the annotation unless the pod already carries `value`. What the pod object says may lag
+   * behind our own writes (the view learns of them through its watch, and the write after an
+   * enrolment runs in a task of its own), so the write is skipped only if our last write for the
+   * pod, if any, was this value too.
+   */
   async #annotate(pod: V1Pod, value: 'enabled' | 'pending' | null): Promise<void> {
-    if ((pod.metadata?.annotations?.[REDIRECTION_ANNOTATION] ?? null) === value) return;
+    const uid = pod.metadata?.uid;
+    const written = uid === undefined ? undefined : this.#written.get(uid);
+    const seen = pod.metadata?.annotations?.[REDIRECTION_ANNOTATION] ?? null;
+    if (seen === value && (written === undefined || written === value)) return;
     try {
       await this.#o.view.annotatePod(pod, { [REDIRECTION_ANNOTATION]: value });
+      if (uid !== undefined) this.#written.set(uid, value);
     } catch (e) {
       // The annotation informs the controller; it never gates traffic. Retried on the next change.
       this.#log.warn(
@@ -460,6 +522,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       if (this.#held.has(uid)) await this.#unenrol(pod, uid, 'pod deleted', 'deleted');
       else await this.#o.zds.delWorkload(uid).catch(() => undefined);
       await this.#o.registry.delete(uid);
+      this.#written.delete(uid);
     }).catch((e: unknown) => this.#log.error({ pod: podName(pod), uid }, errorMessage(e)));
   }
 
@@ -618,6 +681,13 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     });
     return next;
   }
+}
+
+/** Milliseconds spent in each step of an enrolment, for the `enrolled` log line. */
+type EnrolPhases = Partial<Record<'rules' | 'registry' | 'ztunnel', number>>;
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
 }
 
 function podName(pod: V1Pod): string {

@@ -15,12 +15,17 @@
 //   flips between restarts therefore never leaves two rule sets in a pod (istio/istio#61020).
 // - Only ours. Nothing but our chains/jumps, our inet tables, our ip rule and our table-100 route
 //   is ever changed.
+// - One process. Every call enters the netns once, through one CommandSession (exec.ts), and
+//   runs its commands there in batches: what is cheap to read and says whether more is needed,
+//   the listings that can hold something of ours, the writes. A new pod's enrolment is three
+//   reads and two writes (it was thirteen processes started one after the other by the agent).
 //
 // Callers must serialise calls for the same netns (the node agent does, per pod).
 import { statSync } from 'node:fs';
 import { RedirectError } from './errors.ts';
-import { describeExit, findBinary, requireBinary, runCommand } from './exec.ts';
-import type { CommandResult } from './exec.ts';
+import { errorMessage } from '../../../src/shared/errors.ts';
+import { CommandSession, describeExit, findBinary, requireBinary, runCommand } from './exec.ts';
+import type { BatchCommand, CommandResult } from './exec.ts';
 import { resolveRedirectOptions } from './options.ts';
 import type { RedirectOptions, RedirectOptionsInput } from './options.ts';
 import { NFT_TABLES, policyRouteSpec, policyRuleSpec, renderIptables, renderNftables } from './render.ts';
@@ -29,6 +34,7 @@ import {
   canonicalIptables,
   canonicalNft,
   countPolicyRules,
+  extractNftTables,
   formatIptablesState,
   hasLocalDefaultRoute,
   iptablesTransitionScript,
@@ -157,14 +163,78 @@ function commandError(
   );
 }
 
-/** Reads and writes our objects in one netns; records undo steps for {@link applyRedirection}. */
+type Outcome<T> = { ok: true; value: T } | { ok: false; error: RedirectError };
+
+/** Our inet tables as nft lists them (valid `nft -f` input) and their names. */
+interface NftListing {
+  tables: string[];
+  listing: string;
+}
+
+interface RouteState {
+  rules: number;
+  route: boolean;
+}
+
+/** What one read pass saw; `undefined` values mean the tools are not installed. */
+interface Snapshot {
+  iptables: Map<string, Outcome<IptablesState | undefined>>;
+  nft: Outcome<NftListing | undefined> | undefined;
+  routes: Map<IpFamily, Outcome<RouteState>>;
+}
+
+/** What a read pass is to read. */
+interface Reads {
+  iptables: { variant: IptablesVariant; family: IpFamily }[];
+  nft: boolean;
+  routes: IpFamily[];
+}
+
+/** One object of ours to bring to a wanted state; `optional`: skip it when it cannot be read. */
+type Target =
+  | { kind: 'iptables'; variant: IptablesVariant; family: IpFamily; desired: string; optional: boolean }
+  | { kind: 'nft'; desired: string; optional: boolean }
+  | { kind: 'routes'; family: IpFamily; present: boolean; optional: boolean };
+
+/** How to put one object back as it was before a write (applyRedirection's rollback). */
+type Undo =
+  | { kind: 'iptables'; variant: IptablesVariant; family: IpFamily; before: IptablesState }
+  | { kind: 'nft'; prior: NftListing }
+  | { kind: 'routes'; family: IpFamily; before: RouteState };
+
+/** One command that changes the netns. */
+interface Write {
+  readonly what: string;
+  readonly hint: string;
+  readonly command: BatchCommand & { input: string };
+  readonly undo?: Undo;
+  /**
+   * nft applies a script as one transaction: when it fails nothing changed, so its undo only
+   * counts once it succeeded. iptables-legacy commits table by table and `ip -batch` line by line,
+   * so a failed one may have changed something: their undo counts as soon as they were tried.
+   */
+  readonly atomic: boolean;
+}
+
+function slotKey(variant: IptablesVariant, family: IpFamily): string {
+  return `${variant}-${family}`;
+}
+
+function familyTool(family: IpFamily): string {
+  return family === 'v4' ? 'iptables' : 'ip6tables';
+}
+
+/**
+ * Reads and writes our objects in one netns through one {@link CommandSession}: the reads in one
+ * or two batches, the writes in one more, so an apply enters the netns once and starts one
+ * process.
+ */
 class NetnsRules {
   readonly #netns: string;
   readonly #timeoutMs: number | undefined;
   readonly #hook: ((step: ScriptStep, script: string) => string) | undefined;
   readonly #code: 'CNI_ERR_APPLY' | 'CNI_ERR_REMOVE';
-  readonly #undo: { what: string; run: () => Promise<void> }[] = [];
-  changed = false;
+  #session: CommandSession | undefined;
 
   constructor(netnsPath: string, code: 'CNI_ERR_APPLY' | 'CNI_ERR_REMOVE', opts?: ApplyOptions) {
     this.#netns = netnsPath;
@@ -173,271 +243,416 @@ class NetnsRules {
     this.#hook = opts?.testHooks?.transformScript;
   }
 
-  #run(cmd: string, args: readonly string[], input?: string): Promise<CommandResult> {
-    return runCommand(cmd, args, {
+  #run(commands: readonly BatchCommand[], stopOnFailure: boolean): Promise<(CommandResult | undefined)[]> {
+    this.#session ??= CommandSession.open({
       netnsPath: this.#netns,
-      ...(input !== undefined ? { input } : {}),
       ...(this.#timeoutMs !== undefined ? { timeoutMs: this.#timeoutMs } : {}),
     });
+    return this.#session.run(commands, { stopOnFailure });
+  }
+
+  /** Ends the session (the shell exits). */
+  async close(): Promise<void> {
+    await this.#session?.close();
+    this.#session = undefined;
+  }
+
+  // --- reading -------------------------------------------------------------------------------
+
+  /**
+   * Everything `reads` names. Two batches at most, in the one session: first what is cheap to
+   * ask and says whether more is needed (`nft list tables`: do iptables-nft's tables or ours
+   * exist at all; the routing; iptables-legacy's tables, skipped by the shell when the netns has
+   * none), then only the listings that can hold something of ours. In a new pod that is three
+   * commands, and no second batch.
+   */
+  async read(o: Readonly<RedirectOptions>, reads: Reads): Promise<Snapshot> {
+    const snap: Snapshot = { iptables: new Map(), nft: undefined, routes: new Map() };
+    const notRun = (what: string): RedirectError =>
+      new RedirectError(
+        'CNI_ERR_INSPECT',
+        `${what} in pod netns ${this.#netns} was not run: an earlier command of the batch timed out or the shell died`,
+      );
+    const outcome = <T>(
+      what: string,
+      hint: string,
+      r: CommandResult | undefined,
+      parse: (stdout: string) => T,
+    ): Outcome<T> =>
+      r === undefined
+        ? { ok: false, error: notRun(what) }
+        : r.code !== 0
+          ? { ok: false, error: commandError('CNI_ERR_INSPECT', what, this.#netns, r, undefined, hint) }
+          : { ok: true, value: parse(r.stdout) };
+    const batch = async (
+      list: readonly { command: BatchCommand; parse: (r: CommandResult | undefined) => void }[],
+    ): Promise<void> => {
+      if (list.length === 0) return;
+      const results = await this.#run(
+        list.map((c) => c.command),
+        false,
+      );
+      list.forEach((c, i) => c.parse(results[i]));
+    };
+
+    const first: { command: BatchCommand; parse: (r: CommandResult | undefined) => void }[] = [];
+    const iptablesRead = (variant: IptablesVariant, family: IpFamily, skipWhenEmpty?: string) => {
+      const key = slotKey(variant, family);
+      const tools = iptablesTools(variant, family);
+      if (!tools) {
+        snap.iptables.set(key, { ok: true, value: undefined });
+        return undefined;
+      }
+      const what = `reading ${familyTool(family)} (${variant}) rules`;
+      return {
+        // No `-t`: iptables-legacy-save -t <table> would instantiate the table in the netns.
+        command: { cmd: tools.save, args: [], ...(skipWhenEmpty !== undefined && { skipWhenEmpty }) },
+        parse: (r: CommandResult | undefined) =>
+          snap.iptables.set(key, outcome(what, IPTABLES_HINT, r, parseIptablesOurs)),
+      };
+    };
+    // iptables-legacy-save prints the tables /proc/net/ip{,6}_tables_names lists (this netns's,
+    // for the shell in it): none in a new pod, and then the shell does not start it.
+    for (const { variant, family } of reads.iptables.filter((s) => s.variant === 'legacy')) {
+      const c = iptablesRead(
+        variant,
+        family,
+        family === 'v4' ? '/proc/net/ip_tables_names' : '/proc/net/ip6_tables_names',
+      );
+      if (c) first.push(c);
+    }
+    for (const family of reads.routes) {
+      // Both listings from one `ip`: one JSON array per line, rules first.
+      first.push({
+        command: {
+          cmd: ipBinary(),
+          args: [family === 'v4' ? '-4' : '-6', '-j', '-batch', '-'],
+          input: `rule show\nroute show table ${o.routeTable}\n`,
+        },
+        parse: (r) => snap.routes.set(family, this.#parseRoutes(o, family, r)),
+      });
+    }
+    // iptables-nft keeps its tables in nftables, families ip and ip6: without a table of the
+    // family, its save prints nothing. Our own tables are inet ones.
+    const nftSlots = reads.iptables.filter((s) => s.variant === 'nft');
+    const nft = nftBinary();
+    let tables: Outcome<string> | undefined;
+    if (nft === undefined) {
+      if (reads.nft) snap.nft = { ok: true, value: undefined };
+    } else if (reads.nft || nftSlots.length > 0) {
+      first.push({
+        command: { cmd: nft, args: ['list', 'tables'] },
+        parse: (r) => (tables = outcome('listing nftables tables', NFT_HINT, r, (out) => out)),
+      });
+    }
+    await batch(first);
+
+    const second: { command: BatchCommand; parse: (r: CommandResult | undefined) => void }[] = [];
+    const listed = tables;
+    for (const { variant, family } of nftSlots) {
+      const nftFamily = family === 'v4' ? 'ip' : 'ip6';
+      if (listed?.ok === true && !new RegExp(`^table ${nftFamily} `, 'm').test(listed.value)) {
+        // No table of the family: nothing of ours (or anyone's), as its save would have said.
+        const installed = iptablesTools(variant, family) !== undefined;
+        snap.iptables.set(slotKey(variant, family), {
+          ok: true,
+          value: installed ? { tables: [] } : undefined,
+        });
+        continue;
+      }
+      const c = iptablesRead(variant, family);
+      if (c) second.push(c);
+    }
+    if (reads.nft && nft !== undefined) {
+      if (listed === undefined || !listed.ok) {
+        snap.nft = listed?.ok === false ? listed : { ok: false, error: notRun('listing nftables tables') };
+      } else if (parseNftTableNames(listed.value).length === 0) {
+        snap.nft = { ok: true, value: { tables: [], listing: '' } };
+      } else {
+        // Only the inet family: our tables are there, and other families' tables (iptables-nft's
+        // among them) need not even be decodable.
+        second.push({
+          command: { cmd: nft, args: ['-s', 'list', 'ruleset', 'inet'] },
+          parse: (r) => (snap.nft = outcome('listing nftables tables', NFT_HINT, r, extractNftTables)),
+        });
+      }
+    }
+    await batch(second);
+    return snap;
+  }
+
+  #parseRoutes(
+    o: Readonly<RedirectOptions>,
+    family: IpFamily,
+    r: CommandResult | undefined,
+  ): Outcome<RouteState> {
+    if (r === undefined) {
+      return {
+        ok: false,
+        error: new RedirectError(
+          'CNI_ERR_INSPECT',
+          `listing ${family} ip rules and routes in pod netns ${this.#netns} was not run: an earlier command of the batch timed out or the shell died`,
+        ),
+      };
+    }
+    const [rules, routes] = r.stdout.split('\n').filter((l) => l.trim() !== '');
+    const fail = (what: string): Outcome<RouteState> => ({
+      ok: false,
+      error: commandError('CNI_ERR_INSPECT', what, this.#netns, r, undefined, ROUTES_HINT),
+    });
+    // `ip -batch` stops at the first failing command, so rules printed but no route listing
+    // means the route listing failed; an iproute2 that reports a missing table as an error
+    // means there is no route of ours.
+    if (rules === undefined) return fail(`listing ${family} ip rules`);
+    const noTable = routes === undefined && r.code !== 0 && /table does not exist/i.test(r.stderr);
+    if (!noTable && (routes === undefined || r.code !== 0)) {
+      return fail(`listing ${family} routes of table ${o.routeTable}`);
+    }
+    try {
+      return {
+        ok: true,
+        value: {
+          rules: countPolicyRules(rules, {
+            priority: o.rulePriority,
+            connmark: o.connmark,
+            markMask: o.markMask,
+            table: o.routeTable,
+          }),
+          route: routes !== undefined && hasLocalDefaultRoute(routes),
+        },
+      };
+    } catch {
+      return fail(`parsing the ${family} ip rules and routes`);
+    }
+  }
+
+  // --- planning ------------------------------------------------------------------------------
+
+  /**
+   * The write that brings `t` from what `snap` saw to its wanted state: undefined when it is
+   * already there, or when it is optional and cannot be read. Throws when a required object
+   * cannot be read or its tools are missing.
+   */
+  plan(o: Readonly<RedirectOptions>, t: Target, snap: Snapshot): Write | undefined {
+    switch (t.kind) {
+      case 'iptables': {
+        const read = snap.iptables.get(slotKey(t.variant, t.family));
+        if (read === undefined || !read.ok) {
+          if (t.optional) return undefined;
+          throw read?.error ?? new Error(`BUG: ${t.variant} ${t.family} was not read`);
+        }
+        if (read.value === undefined) {
+          if (t.optional) return undefined;
+          throw new RedirectError(
+            'CNI_ERR_BACKEND_UNAVAILABLE',
+            `${familyTool(t.family)}-${t.variant}-save/-restore are not installed; install iptables (>= 1.8) or use the nftables backend`,
+          );
+        }
+        const script = iptablesTransitionScript(read.value, parseIptablesOurs(t.desired));
+        if (script === '') return undefined;
+        return this.#iptablesWrite(
+          t.variant,
+          t.family,
+          this.#script(t.family === 'v4' ? 'iptables-v4' : 'iptables-v6', script),
+          {
+            kind: 'iptables',
+            variant: t.variant,
+            family: t.family,
+            before: read.value,
+          },
+        );
+      }
+      case 'nft': {
+        const read = snap.nft;
+        if (read === undefined || !read.ok) {
+          if (t.optional) return undefined;
+          throw read?.error ?? new Error('BUG: nftables was not read');
+        }
+        if (read.value === undefined) {
+          if (t.optional) return undefined;
+          throw new RedirectError(
+            'CNI_ERR_BACKEND_UNAVAILABLE',
+            'nft is not installed; install nftables or use the iptables backend',
+          );
+        }
+        if (canonicalNft(read.value.listing) === canonicalNft(t.desired)) return undefined;
+        const script = t.desired === '' ? nftRemovalScript(read.value.tables) : t.desired;
+        return this.#nftWrite(this.#script('nftables', script), { kind: 'nft', prior: read.value });
+      }
+      case 'routes': {
+        const read = snap.routes.get(t.family);
+        if (read === undefined || !read.ok) {
+          if (t.optional) return undefined;
+          throw read?.error ?? new Error(`BUG: ${t.family} routes were not read`);
+        }
+        const want = t.present ? { rules: 1, route: true } : { rules: 0, route: false };
+        const script = routesScript(o, t.family, read.value, want);
+        if (script === '') return undefined;
+        return this.#routesWrite(
+          t.family,
+          this.#script(t.family === 'v4' ? 'routes-v4' : 'routes-v6', script),
+          {
+            kind: 'routes',
+            family: t.family,
+            before: read.value,
+          },
+        );
+      }
+    }
   }
 
   #script(step: ScriptStep, script: string): string {
     return this.#hook ? this.#hook(step, script) : script;
   }
 
-  // --- iptables ------------------------------------------------------------------------------
-
-  async readIptables(variant: IptablesVariant, family: IpFamily): Promise<IptablesState | undefined> {
-    const tools = iptablesTools(variant, family);
-    if (!tools) return undefined;
-    // No `-t`: iptables-legacy-save -t <table> would instantiate the table in the netns.
-    const r = await this.#run(tools.save, []);
-    if (r.code !== 0) {
-      throw commandError(
-        'CNI_ERR_INSPECT',
-        `reading ${family === 'v4' ? 'iptables' : 'ip6tables'} (${variant}) rules`,
-        this.#netns,
-        r,
-        undefined,
-        IPTABLES_HINT,
-      );
-    }
-    return parseIptablesOurs(r.stdout);
-  }
-
-  async #restoreIptables(
-    variant: IptablesVariant,
-    family: IpFamily,
-    script: string,
-    code: 'CNI_ERR_APPLY' | 'CNI_ERR_REMOVE',
-  ): Promise<void> {
+  #iptablesWrite(variant: IptablesVariant, family: IpFamily, script: string, undo?: Undo): Write {
     const tools = iptablesTools(variant, family);
     if (!tools)
       throw new RedirectError(
         'CNI_ERR_BACKEND_UNAVAILABLE',
-        `${family === 'v4' ? 'iptables' : 'ip6tables'}-${variant}-restore is not installed; install iptables`,
+        `${familyTool(family)}-${variant}-restore is not installed; install iptables`,
       );
-    const r = await this.#run(tools.restore, ['--noflush', '--wait=10'], script);
-    if (r.code !== 0) {
-      throw commandError(
-        code,
-        `writing ${family === 'v4' ? 'iptables' : 'ip6tables'} (${variant}) rules`,
-        this.#netns,
-        r,
-        script,
-        IPTABLES_HINT,
-      );
-    }
-  }
-
-  /**
-   * Make our iptables objects in (variant, family) equal `desiredText` ('' = none). With
-   * `optional`, a flavour/family that cannot be read (not installed, no IPv6) is skipped.
-   */
-  async iptablesTo(
-    variant: IptablesVariant,
-    family: IpFamily,
-    desiredText: string,
-    optional: boolean,
-  ): Promise<void> {
-    let before: IptablesState | undefined;
-    try {
-      before = await this.readIptables(variant, family);
-    } catch (e) {
-      if (optional) return;
-      throw e;
-    }
-    if (!before) {
-      if (optional) return;
-      throw new RedirectError(
-        'CNI_ERR_BACKEND_UNAVAILABLE',
-        `${family === 'v4' ? 'iptables' : 'ip6tables'}-${variant}-save/-restore are not installed; install iptables (>= 1.8) or use the nftables backend`,
-      );
-    }
-    const script = iptablesTransitionScript(before, parseIptablesOurs(desiredText));
-    if (script === '') return;
-    const step: ScriptStep = family === 'v4' ? 'iptables-v4' : 'iptables-v6';
-    const beforeState = before;
-    // Registered before running: a failed restore may still have committed earlier tables.
-    this.#undo.push({
-      what: `${variant} ${family} iptables rules`,
-      run: async () => {
-        const now = await this.readIptables(variant, family);
-        if (!now) return;
-        const back = iptablesTransitionScript(now, beforeState);
-        if (back !== '') await this.#restoreIptables(variant, family, back, this.#code);
-      },
-    });
-    this.changed = true;
-    await this.#restoreIptables(variant, family, this.#script(step, script), this.#code);
-  }
-
-  // --- nftables ------------------------------------------------------------------------------
-
-  /** Raw listing of our tables (valid `nft -f` input) and their names; undefined without nft. */
-  async readNft(): Promise<{ tables: string[]; listing: string } | undefined> {
-    const nft = nftBinary();
-    if (nft === undefined) return undefined;
-    const r = await this.#run(nft, ['list', 'tables']);
-    if (r.code !== 0)
-      throw commandError('CNI_ERR_INSPECT', 'listing nftables tables', this.#netns, r, undefined, NFT_HINT);
-    const tables = parseNftTableNames(r.stdout);
-    let listing = '';
-    for (const t of tables) {
-      const l = await this.#run(nft, ['-s', 'list', 'table', 'inet', t]);
-      if (l.code !== 0)
-        throw commandError(
-          'CNI_ERR_INSPECT',
-          `listing nftables table inet ${t}`,
-          this.#netns,
-          l,
-          undefined,
-          NFT_HINT,
-        );
-      listing += l.stdout.endsWith('\n') ? l.stdout : `${l.stdout}\n`;
-    }
-    return { tables, listing };
-  }
-
-  async #nftRun(script: string, code: 'CNI_ERR_APPLY' | 'CNI_ERR_REMOVE'): Promise<void> {
-    const nft = requireBinary('nft', 'install nftables');
-    const r = await this.#run(nft, ['-f', '-'], script);
-    if (r.code !== 0) throw commandError(code, 'writing nftables rules', this.#netns, r, script, NFT_HINT);
-  }
-
-  /** Make our inet tables equal the rendered script `desired` ('' = none). */
-  async nftTo(desired: string, optional: boolean): Promise<void> {
-    let before: { tables: string[]; listing: string } | undefined;
-    try {
-      before = await this.readNft();
-    } catch (e) {
-      if (optional) return;
-      throw e;
-    }
-    if (!before) {
-      if (optional) return;
-      throw new RedirectError(
-        'CNI_ERR_BACKEND_UNAVAILABLE',
-        'nft is not installed; install nftables or use the iptables backend',
-      );
-    }
-    if (canonicalNft(before.listing) === canonicalNft(desired)) return;
-    const script = desired === '' ? nftRemovalScript(before.tables) : desired;
-    const prior = before;
-    this.changed = true;
-    // nft applies a script as one transaction: on failure nothing changed, so the undo step is
-    // only registered once it succeeded.
-    await this.#nftRun(this.#script('nftables', script), this.#code);
-    this.#undo.push({
-      what: 'nftables tables',
-      run: async () => {
-        const reset = NFT_TABLES.map((n) => `add table inet ${n}\ndelete table inet ${n}\n`).join('');
-        await this.#nftRun(reset + prior.listing, this.#code);
-      },
-    });
-  }
-
-  // --- policy routing ------------------------------------------------------------------------
-
-  async readRoutes(
-    o: Readonly<RedirectOptions>,
-    family: IpFamily,
-  ): Promise<{ rules: number; route: boolean }> {
-    const ip = ipBinary();
-    const fam = family === 'v4' ? '-4' : '-6';
-    const rules = await this.#run(ip, [fam, '-j', 'rule', 'show']);
-    if (rules.code !== 0)
-      throw commandError(
-        'CNI_ERR_INSPECT',
-        `listing ${family} ip rules`,
-        this.#netns,
-        rules,
-        undefined,
-        ROUTES_HINT,
-      );
-    const routes = await this.#run(ip, [fam, '-j', 'route', 'show', 'table', String(o.routeTable)]);
-    let route = false;
-    if (routes.code === 0) route = hasLocalDefaultRoute(routes.stdout);
-    else if (!/table does not exist/i.test(routes.stderr)) {
-      throw commandError(
-        'CNI_ERR_INSPECT',
-        `listing ${family} routes of table ${o.routeTable}`,
-        this.#netns,
-        routes,
-        undefined,
-        ROUTES_HINT,
-      );
-    }
     return {
-      rules: countPolicyRules(rules.stdout, {
-        priority: o.rulePriority,
-        connmark: o.connmark,
-        markMask: o.markMask,
-        table: o.routeTable,
-      }),
-      route,
+      what: `writing ${familyTool(family)} (${variant}) rules`,
+      hint: IPTABLES_HINT,
+      command: { cmd: tools.restore, args: ['--noflush', '--wait=10'], input: script },
+      ...(undo && { undo }),
+      atomic: false,
     };
   }
 
-  async #routesSet(
-    o: Readonly<RedirectOptions>,
-    family: IpFamily,
-    want: { rules: number; route: boolean },
-    code: 'CNI_ERR_APPLY' | 'CNI_ERR_REMOVE',
-    hook: boolean,
-  ): Promise<void> {
-    const now = await this.readRoutes(o, family);
-    const lines: string[] = [];
-    for (let i = now.rules; i < want.rules; i++) lines.push(`rule add ${policyRuleSpec(o)}`);
-    for (let i = want.rules; i < now.rules; i++) lines.push(`rule del ${policyRuleSpec(o)}`);
-    if (want.route && !now.route) lines.push(`route replace ${policyRouteSpec(o, family)}`);
-    if (!want.route && now.route) lines.push(`route del ${policyRouteSpec(o, family)}`);
-    if (lines.length === 0) return;
-    const step: ScriptStep = family === 'v4' ? 'routes-v4' : 'routes-v6';
-    const script = lines.join('\n') + '\n';
-    const final = hook ? this.#script(step, script) : script;
-    const r = await this.#run(ipBinary(), [family === 'v4' ? '-4' : '-6', '-batch', '-'], final);
-    if (r.code !== 0)
-      throw commandError(code, `writing ${family} policy routing`, this.#netns, r, final, ROUTES_HINT);
+  #nftWrite(script: string, undo?: Undo): Write {
+    return {
+      what: 'writing nftables rules',
+      hint: NFT_HINT,
+      command: { cmd: requireBinary('nft', 'install nftables'), args: ['-f', '-'], input: script },
+      ...(undo && { undo }),
+      atomic: true,
+    };
   }
 
-  /** Make our ip rule (exactly one copy when `present`) and route match. */
-  async routesTo(
-    o: Readonly<RedirectOptions>,
-    family: IpFamily,
-    present: boolean,
-    optional: boolean,
-  ): Promise<void> {
-    let before: { rules: number; route: boolean };
-    try {
-      before = await this.readRoutes(o, family);
-    } catch (e) {
-      if (optional) return;
-      throw e;
-    }
-    const want = present ? { rules: 1, route: true } : { rules: 0, route: false };
-    if (before.rules === want.rules && before.route === want.route) return;
-    this.changed = true;
-    this.#undo.push({
-      what: `${family} policy routing`,
-      run: () => this.#routesSet(o, family, before, this.#code, false),
+  #routesWrite(family: IpFamily, script: string, undo?: Undo): Write {
+    return {
+      what: `writing ${family} policy routing`,
+      hint: ROUTES_HINT,
+      command: { cmd: ipBinary(), args: [family === 'v4' ? '-4' : '-6', '-batch', '-'], input: script },
+      ...(undo && { undo }),
+      atomic: false,
+    };
+  }
+
+  // --- writing -------------------------------------------------------------------------------
+
+  /**
+   * Runs `writes` in one batch. With `stopOnFailure` the first failure ends it; returns the
+   * index of the first failure (or -1) and the error of every failed write.
+   */
+  async write(
+    writes: readonly Write[],
+    stopOnFailure: boolean,
+  ): Promise<{ failedAt: number; errors: RedirectError[] }> {
+    const results = await this.#run(
+      writes.map((w) => w.command),
+      stopOnFailure,
+    );
+    const errors: RedirectError[] = [];
+    let failedAt = -1;
+    writes.forEach((w, i) => {
+      const r = results[i];
+      if (r === undefined) {
+        if (!stopOnFailure || failedAt === -1) {
+          errors.push(
+            new RedirectError(
+              this.#code,
+              `${w.what} in pod netns ${this.#netns} was not run: an earlier command of the batch timed out or the shell died`,
+            ),
+          );
+        }
+      } else if (r.code === 0) return;
+      else errors.push(commandError(this.#code, w.what, this.#netns, r, w.command.input, w.hint));
+      if (failedAt === -1) failedAt = i;
     });
-    await this.#routesSet(o, family, want, this.#code, true);
+    return { failedAt, errors };
   }
 
-  /** Undo every recorded step, newest first; returns the failures (best effort). */
-  async rollback(): Promise<string[]> {
+  /**
+   * Puts back what `done` (the writes that ran, in order) changed, newest first: one batch of
+   * reads, one of writes. Best effort: returns the failures.
+   */
+  async rollback(o: Readonly<RedirectOptions>, done: readonly Write[]): Promise<string[]> {
+    const undos = done.flatMap((w) => (w.undo ? [w.undo] : [])).reverse();
+    if (undos.length === 0) return [];
     const failures: string[] = [];
-    for (const step of this.#undo.reverse()) {
+    let snap: Snapshot;
+    try {
+      snap = await this.read(o, {
+        iptables: undos.flatMap((u) =>
+          u.kind === 'iptables' ? [{ variant: u.variant, family: u.family }] : [],
+        ),
+        nft: false,
+        routes: undos.flatMap((u) => (u.kind === 'routes' ? [u.family] : [])),
+      });
+    } catch (e) {
+      return [`reading the state to roll back: ${errorMessage(e)}`];
+    }
+    const writes: Write[] = [];
+    for (const u of undos) {
       try {
-        await step.run();
+        if (u.kind === 'iptables') {
+          const now = snap.iptables.get(slotKey(u.variant, u.family));
+          if (now === undefined || !now.ok) throw now?.error ?? new Error('not read');
+          if (now.value === undefined) continue;
+          const back = iptablesTransitionScript(now.value, u.before);
+          if (back !== '') writes.push(this.#iptablesWrite(u.variant, u.family, back));
+        } else if (u.kind === 'nft') {
+          const reset = NFT_TABLES.map((n) => `add table inet ${n}\ndelete table inet ${n}\n`).join('');
+          writes.push(this.#nftWrite(reset + u.prior.listing));
+        } else {
+          const now = snap.routes.get(u.family);
+          if (now === undefined || !now.ok) throw now?.error ?? new Error('not read');
+          const back = routesScript(o, u.family, now.value, u.before);
+          if (back !== '') writes.push(this.#routesWrite(u.family, back));
+        }
       } catch (e) {
-        failures.push(`${step.what}: ${e instanceof Error ? e.message : String(e)}`);
+        failures.push(`${undoLabel(u)}: ${errorMessage(e)}`);
       }
     }
-    this.#undo.length = 0;
+    const { errors } = await this.write(writes, false);
+    for (const e of errors) failures.push(e.message);
     return failures;
   }
+}
+
+function undoLabel(u: Undo): string {
+  if (u.kind === 'iptables') return `${u.variant} ${u.family} iptables rules`;
+  if (u.kind === 'nft') return 'nftables tables';
+  return `${u.family} policy routing`;
+}
+
+/** `ip -batch` input moving our ip rule copies and table-100 route from `now` to `want`. */
+function routesScript(
+  o: Readonly<RedirectOptions>,
+  family: IpFamily,
+  now: RouteState,
+  want: RouteState,
+): string {
+  const lines: string[] = [];
+  for (let i = now.rules; i < want.rules; i++) lines.push(`rule add ${policyRuleSpec(o)}`);
+  for (let i = want.rules; i < now.rules; i++) lines.push(`rule del ${policyRuleSpec(o)}`);
+  if (want.route && !now.route) lines.push(`route replace ${policyRouteSpec(o, family)}`);
+  if (!want.route && now.route) lines.push(`route del ${policyRouteSpec(o, family)}`);
+  return lines.length === 0 ? '' : lines.join('\n') + '\n';
+}
+
+/** The reads the targets need. */
+function readsFor(targets: readonly Target[]): Reads {
+  return {
+    iptables: targets.flatMap((t) =>
+      t.kind === 'iptables' ? [{ variant: t.variant, family: t.family }] : [],
+    ),
+    nft: targets.some((t) => t.kind === 'nft'),
+    routes: targets.flatMap((t) => (t.kind === 'routes' ? [t.family] : [])),
+  };
 }
 
 /**
@@ -445,6 +660,10 @@ class NetnsRules {
  * nothing. Throws CNI_ERR_INVALID_* for bad options, CNI_ERR_NETNS_NOT_FOUND, or CNI_ERR_APPLY
  * (after rolling the netns back) naming the failed command, its exit status, its stderr and the
  * rules attempted.
+ *
+ * One process (a shell in the netns, {@link CommandSession}): one batch reads every object of
+ * ours, one batch writes what differs (nothing on a second apply), stopping at the first failure;
+ * a rollback adds one batch of reads and one of writes.
  */
 export async function applyRedirection(
   netnsPath: string,
@@ -465,48 +684,91 @@ export async function applyRedirection(
   }
   if (variant === undefined) requireBinary('nft', 'install nftables or use the iptables backend');
   requireBinary('ip', 'install iproute2');
-  const tx = new NetnsRules(netnsPath, 'CNI_ERR_APPLY', applyOpts);
-  try {
-    if (variant !== undefined) {
-      const rendered = renderIptables(o);
-      await tx.iptablesTo(variant, 'v4', rendered.v4, false);
-      await tx.iptablesTo(variant, 'v6', rendered.v6 ?? '', rendered.v6 === undefined);
-      // A previous agent may have used the other flavour or native nftables: remove those copies.
-      for (const other of IPTABLES_VARIANTS.filter((v) => v !== variant)) {
-        await tx.iptablesTo(other, 'v4', '', true);
-        await tx.iptablesTo(other, 'v6', '', true);
-      }
-      await tx.nftTo('', true);
-    } else {
-      await tx.nftTo(renderNftables(o), false);
-      for (const v of IPTABLES_VARIANTS) {
-        await tx.iptablesTo(v, 'v4', '', true);
-        await tx.iptablesTo(v, 'v6', '', true);
-      }
-    }
-    // Routing last: the rule only matters once the marks are being set.
-    await tx.routesTo(o, 'v4', true, false);
-    await tx.routesTo(o, 'v6', o.ipv6, !o.ipv6);
-  } catch (e) {
-    const failures = await tx.rollback();
-    const base = e instanceof Error ? e.message : String(e);
-    const rolled =
-      failures.length === 0
-        ? 'The pod netns was rolled back to its state before this call.'
-        : `Rolling the pod netns back ALSO FAILED, it may hold partial rules; remove them with removeRedirection or delete the sandbox: ${failures.join('; ')}`;
-    throw new RedirectError(
-      'CNI_ERR_APPLY',
-      `applying in-pod redirection (${variant ?? 'nftables'}) failed: ${base}\n${rolled}`,
+  const targets: Target[] = [];
+  if (variant !== undefined) {
+    const rendered = renderIptables(o);
+    targets.push(
+      { kind: 'iptables', variant, family: 'v4', desired: rendered.v4, optional: false },
       {
-        cause: e,
+        kind: 'iptables',
+        variant,
+        family: 'v6',
+        desired: rendered.v6 ?? '',
+        optional: rendered.v6 === undefined,
       },
     );
+    // A previous agent may have used the other flavour or native nftables: remove those copies.
+    for (const other of IPTABLES_VARIANTS.filter((v) => v !== variant)) {
+      targets.push(
+        { kind: 'iptables', variant: other, family: 'v4', desired: '', optional: true },
+        { kind: 'iptables', variant: other, family: 'v6', desired: '', optional: true },
+      );
+    }
+    targets.push({ kind: 'nft', desired: '', optional: true });
+  } else {
+    targets.push({ kind: 'nft', desired: renderNftables(o), optional: false });
+    for (const v of IPTABLES_VARIANTS) {
+      targets.push(
+        { kind: 'iptables', variant: v, family: 'v4', desired: '', optional: true },
+        { kind: 'iptables', variant: v, family: 'v6', desired: '', optional: true },
+      );
+    }
+  }
+  // Routing last: the rule only matters once the marks are being set.
+  targets.push(
+    { kind: 'routes', family: 'v4', present: true, optional: false },
+    { kind: 'routes', family: 'v6', present: o.ipv6, optional: !o.ipv6 },
+  );
+
+  const tx = new NetnsRules(netnsPath, 'CNI_ERR_APPLY', applyOpts);
+  let writes: Write[] = [];
+  try {
+    try {
+      const snap = await tx.read(o, readsFor(targets));
+      writes = targets.flatMap((t) => {
+        const w = tx.plan(o, t, snap);
+        return w === undefined ? [] : [w];
+      });
+      if (writes.length > 0) {
+        const { failedAt, errors } = await tx.write(writes, true);
+        if (failedAt !== -1) {
+          // The failed write itself may have changed something unless it is atomic.
+          const tried = writes.slice(0, failedAt + 1).filter((w, i) => i < failedAt || !w.atomic);
+          throw new ApplyFailure(errors[0], tried);
+        }
+      }
+    } catch (e) {
+      const tried = e instanceof ApplyFailure ? e.tried : [];
+      const cause = e instanceof ApplyFailure ? e.cause : e;
+      const failures = await tx.rollback(o, tried);
+      const base = errorMessage(cause);
+      const rolled =
+        failures.length === 0
+          ? 'The pod netns was rolled back to its state before this call.'
+          : `Rolling the pod netns back ALSO FAILED, it may hold partial rules; remove them with removeRedirection or delete the sandbox: ${failures.join('; ')}`;
+      throw new RedirectError(
+        'CNI_ERR_APPLY',
+        `applying in-pod redirection (${variant ?? 'nftables'}) failed: ${base}\n${rolled}`,
+        { cause },
+      );
+    }
+  } finally {
+    await tx.close();
   }
   return {
-    changed: tx.changed,
+    changed: writes.length > 0,
     backend: applyOpts.backend,
     ...(variant !== undefined ? { iptablesVariant: variant } : {}),
   };
+}
+
+/** A write of applyRedirection failed; `tried` are the writes that may have changed the netns. */
+class ApplyFailure extends Error {
+  readonly tried: readonly Write[];
+  constructor(cause: unknown, tried: readonly Write[]) {
+    super(errorMessage(cause), { cause });
+    this.tried = tried;
+  }
 }
 
 /**
@@ -522,23 +784,36 @@ export async function removeRedirection(
 ): Promise<void> {
   const o = resolveRedirectOptions(input);
   checkNetns(netnsPath);
+  // Routing first: without the marks' rules the ip rule is harmless, but reverse order of apply.
+  const targets: Target[] = [
+    { kind: 'routes', family: 'v4', present: false, optional: false },
+    { kind: 'routes', family: 'v6', present: false, optional: true },
+  ];
+  for (const v of IPTABLES_VARIANTS) {
+    targets.push(
+      { kind: 'iptables', variant: v, family: 'v4', desired: '', optional: true },
+      { kind: 'iptables', variant: v, family: 'v6', desired: '', optional: true },
+    );
+  }
+  targets.push({ kind: 'nft', desired: '', optional: true });
   const tx = new NetnsRules(netnsPath, 'CNI_ERR_REMOVE', { backend: 'iptables', ...opts });
   const failures: string[] = [];
-  const attempt = async (f: () => Promise<void>): Promise<void> => {
-    try {
-      await f();
-    } catch (e) {
-      failures.push(e instanceof Error ? e.message : String(e));
+  try {
+    const snap = await tx.read(o, readsFor(targets));
+    const writes: Write[] = [];
+    for (const t of targets) {
+      try {
+        const w = tx.plan(o, t, snap);
+        if (w !== undefined) writes.push(w);
+      } catch (e) {
+        failures.push(errorMessage(e));
+      }
     }
-  };
-  // Routing first: without the marks' rules the ip rule is harmless, but reverse order of apply.
-  await attempt(() => tx.routesTo(o, 'v4', false, false));
-  await attempt(() => tx.routesTo(o, 'v6', false, true));
-  for (const v of IPTABLES_VARIANTS) {
-    await attempt(() => tx.iptablesTo(v, 'v4', '', true));
-    await attempt(() => tx.iptablesTo(v, 'v6', '', true));
+    const { errors } = await tx.write(writes, false);
+    for (const e of errors) failures.push(e.message);
+  } finally {
+    await tx.close();
   }
-  await attempt(() => tx.nftTo('', true));
   if (failures.length > 0) {
     throw new RedirectError(
       'CNI_ERR_REMOVE',
@@ -558,29 +833,42 @@ export async function inspectRedirection(
   const o = resolveRedirectOptions(input);
   checkNetns(netnsPath);
   const rd = new NetnsRules(netnsPath, 'CNI_ERR_APPLY');
+  let snap: Snapshot;
+  try {
+    snap = await rd.read(o, {
+      iptables: IPTABLES_VARIANTS.flatMap((variant) => [
+        { variant, family: 'v4' as const },
+        { variant, family: 'v6' as const },
+      ]),
+      nft: true,
+      routes: ['v4', 'v6'],
+    });
+  } finally {
+    await rd.close();
+  }
+  const value = <T>(r: Outcome<T> | undefined): T => {
+    if (r === undefined) throw new Error('BUG: not read');
+    if (!r.ok) throw r.error;
+    return r.value;
+  };
   const iptables = {} as RedirectionState['iptables'];
   for (const v of IPTABLES_VARIANTS) {
-    const v4 = await rd.readIptables(v, 'v4');
-    let v6: IptablesState | undefined;
-    try {
-      v6 = await rd.readIptables(v, 'v6');
-    } catch {
-      v6 = undefined; // no IPv6 in this kernel/netns
-    }
+    const v4 = value(snap.iptables.get(slotKey(v, 'v4')));
+    const r6 = snap.iptables.get(slotKey(v, 'v6'));
+    // No IPv6 in this kernel/netns: reported as empty.
+    const v6 = r6?.ok === true ? r6.value : undefined;
     iptables[v] = {
       available: v4 !== undefined,
       v4: v4 ? formatIptablesState(v4) : '',
       v6: v6 ? formatIptablesState(v6) : '',
     };
   }
-  const nft = await rd.readNft();
-  const routes = {} as RedirectionState['routes'];
-  routes.v4 = await rd.readRoutes(o, 'v4');
-  try {
-    routes.v6 = await rd.readRoutes(o, 'v6');
-  } catch {
-    routes.v6 = { rules: 0, route: false };
-  }
+  const nft = value(snap.nft);
+  const r6 = snap.routes.get('v6');
+  const routes: RedirectionState['routes'] = {
+    v4: value(snap.routes.get('v4')),
+    v6: r6?.ok === true ? r6.value : { rules: 0, route: false },
+  };
   const nftables = {
     available: nft !== undefined,
     tables: nft?.tables ?? [],

@@ -5,9 +5,19 @@
 // We enter the netns with `nsenter --net=<path>` (util-linux) rather than `ip netns exec`: the
 // node agent holds netns paths such as /proc/<pid>/ns/net, not names under /run/netns. Only the
 // network namespace is entered; these tools need nothing else from the pod.
-import { spawn } from 'node:child_process';
+//
+// A CommandSession enters the netns once: one `nsenter … sh -s` per session, to which batches of
+// commands are written on stdin as they are needed (read everything, then write what differs).
+// Each command's exit status, stdout and stderr come back separated by markers carrying a random
+// nonce; a command's input is passed as a quoted here-document, so nothing is ever expanded by
+// the shell. Starting a process costs a node agent several milliseconds (more on a loaded node);
+// an enrolment used to start about ten, one after the other (bench/README.md, enrolment group).
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { accessSync, constants } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { delimiter, join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import { RedirectError } from './errors.ts';
 
 /** Result of one command. */
@@ -140,4 +150,275 @@ export function describeExit(r: CommandResult): string {
   if (r.timedOut) return 'timed out and was killed';
   if (r.signal !== null) return `was killed by ${r.signal}`;
   return `exited with status ${String(r.code)}`;
+}
+
+/** One command of a {@link CommandSession} batch. */
+export interface BatchCommand {
+  /** Absolute path of the program. */
+  readonly cmd: string;
+  readonly args: readonly string[];
+  /** Written to the command's stdin (a here-document); without it stdin is /dev/null. */
+  readonly input?: string;
+  /**
+   * A file listing what the command would print (iptables-legacy-save prints the tables named
+   * in /proc/net/ip_tables_names, nothing else): when it can be read and is empty, the command
+   * is not run and reports empty output and status 0, saving a process.
+   */
+  readonly skipWhenEmpty?: string;
+}
+
+export interface SessionOptions {
+  /** Network namespace to run in (a path such as /run/netns/x or /proc/123/ns/net). */
+  netnsPath?: string;
+  /** Per-command timeout (default 30 s): a batch may take this long per command in it. */
+  timeoutMs?: number;
+}
+
+interface Pending {
+  readonly tag: string;
+  readonly commands: readonly BatchCommand[];
+  readonly resolve: (results: (CommandResult | undefined)[]) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
+  Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals]),
+);
+
+/**
+ * A shell inside a network namespace that runs batches of commands: one process for any number
+ * of commands. Batches run one after another. A batch that outlives its deadline kills the
+ * session's whole process group (the shell and the command it is running); the commands it did
+ * not finish are reported as timed out, and the session is dead from then on. Never rejects for
+ * a command's failure (callers decide); {@link open} throws only if the shell cannot be started.
+ */
+export class CommandSession {
+  readonly #child: ChildProcessByStdio<Writable, Readable, Readable>;
+  readonly #prefix: string;
+  readonly #nonce = randomBytes(12).toString('hex');
+  readonly #timeoutMs: number;
+  #out = '';
+  #err = '';
+  #batches = 0;
+  #pending: Pending | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  #spawnError: Error | undefined;
+  #timedOut = false;
+  readonly #exited: Promise<void>;
+
+  private constructor(opts: SessionOptions) {
+    this.#timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const sh = requireBinary('sh', 'install a POSIX shell (dash or bash)');
+    let file = sh;
+    let argv = ['-s'];
+    this.#prefix = '';
+    if (opts.netnsPath !== undefined) {
+      file = requireBinary('nsenter', 'install util-linux');
+      argv = [`--net=${opts.netnsPath}`, '--', sh, '-s'];
+      this.#prefix = `${quote(file)} ${quote(`--net=${opts.netnsPath}`)} -- `;
+    }
+    // A process group of its own, so a timeout kills the command the shell is running too.
+    this.#child = spawn(file, argv, {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, LC_ALL: 'C' },
+      detached: true,
+    });
+    this.#child.stdout.setEncoding('utf8');
+    this.#child.stderr.setEncoding('utf8');
+    this.#child.stdout.on('data', (d: string) => {
+      this.#out += d;
+      this.#check();
+    });
+    this.#child.stderr.on('data', (d: string) => {
+      this.#err += d;
+      this.#check();
+    });
+    // EPIPE when the shell is gone: its exit tells the story.
+    this.#child.stdin.on('error', () => undefined);
+    this.#exited = new Promise((resolve) => {
+      this.#child.on('error', (e) => {
+        this.#spawnError ??= e;
+        this.#exit ??= { code: null, signal: null };
+        this.#finishDead();
+        resolve();
+      });
+      this.#child.on('close', (code, signal) => {
+        this.#exit = { code, signal };
+        this.#finishDead();
+        resolve();
+      });
+    });
+  }
+
+  /** Starts the shell (inside `netnsPath` when given). */
+  static open(opts: SessionOptions = {}): CommandSession {
+    return new CommandSession(opts);
+  }
+
+  /**
+   * Runs `commands` in order. With `stopOnFailure`, the first command that fails ends the batch:
+   * the commands after it are not run and their entries are undefined. Rejects only if the shell
+   * could not be started.
+   */
+  run(
+    commands: readonly BatchCommand[],
+    opts: { stopOnFailure?: boolean } = {},
+  ): Promise<(CommandResult | undefined)[]> {
+    const next = this.#queue.then(() => this.#runNow(commands, opts.stopOnFailure ?? false));
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Ends the shell's input and waits for it to exit. */
+  async close(): Promise<void> {
+    await this.#queue;
+    this.#child.stdin.end();
+    await this.#exited;
+  }
+
+  async #runNow(
+    commands: readonly BatchCommand[],
+    stopOnFailure: boolean,
+  ): Promise<(CommandResult | undefined)[]> {
+    if (commands.length === 0) return [];
+    // Give the spawn a chance to fail (ENOENT) before reporting every command as killed.
+    if (this.#batches === 0) await new Promise((resolve) => setImmediate(resolve));
+    if (this.#spawnError !== undefined) throw this.#spawnError;
+    const tag = `@@${this.#nonce} ${++this.#batches}`;
+    const delim = `AMBIENT_EOF_${this.#nonce}`;
+    const lines: string[] = ['__ok=1'];
+    commands.forEach((c, i) => {
+      const cmdline = [c.cmd, ...c.args].map(quote).join(' ');
+      lines.push('if [ "$__ok" = 1 ]; then');
+      if (c.skipWhenEmpty !== undefined) {
+        // `read` is a shell builtin: no process. It fails on an empty file, leaving __l empty.
+        const f = quote(c.skipWhenEmpty);
+        lines.push(
+          `if [ -r ${f} ] && ! { IFS= read -r __l || [ -n "$__l" ]; } 2>/dev/null <${f}; then`,
+          '  :',
+          'else',
+        );
+      }
+      if (c.input === undefined) {
+        lines.push(`${cmdline} </dev/null`);
+      } else {
+        const body = c.input.endsWith('\n') || c.input === '' ? c.input : `${c.input}\n`;
+        if (body.split('\n').includes(delim))
+          throw new Error('command input contains the here-document delimiter');
+        lines.push(`${cmdline} <<'${delim}'`, `${body}${delim}`);
+      }
+      if (c.skipWhenEmpty !== undefined) lines.push('fi');
+      const mark = `printf '\\n%s %d %d\\n' '${tag}' ${i} "$__rc"`;
+      lines.push('__rc=$?', mark, `${mark} >&2`);
+      if (stopOnFailure) lines.push('[ "$__rc" -eq 0 ] || __ok=0');
+      lines.push('fi');
+    });
+    const end = `printf '\\n%s end\\n' '${tag}'`;
+    lines.push(end, `${end} >&2`, '');
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#kill(), this.#timeoutMs * commands.length);
+      this.#pending = { tag, commands, resolve, timer };
+      if (this.#exit !== undefined) this.#finishDead();
+      else this.#child.stdin.write(lines.join('\n'));
+    });
+  }
+
+  #kill(): void {
+    this.#timedOut = true;
+    const pid = this.#child.pid;
+    try {
+      if (pid !== undefined) process.kill(-pid, 'SIGKILL');
+    } catch {
+      this.#child.kill('SIGKILL');
+    }
+  }
+
+  /** Resolves the pending batch once both streams carry its end marker. */
+  #check(): void {
+    const p = this.#pending;
+    if (p === undefined) return;
+    const endMark = `\n${p.tag} end\n`;
+    const oe = this.#out.indexOf(endMark);
+    const ee = this.#err.indexOf(endMark);
+    if (oe === -1 || ee === -1) return;
+    const out = this.#out.slice(0, oe);
+    const err = this.#err.slice(0, ee);
+    this.#out = this.#out.slice(oe + endMark.length);
+    this.#err = this.#err.slice(ee + endMark.length);
+    this.#settle(p, out, err, false);
+  }
+
+  /** The shell is gone: the pending batch ends with what it printed. */
+  #finishDead(): void {
+    const p = this.#pending;
+    if (p === undefined) return;
+    this.#settle(p, this.#out, this.#err, true);
+    this.#out = '';
+    this.#err = '';
+  }
+
+  #settle(p: Pending, out: string, err: string, dead: boolean): void {
+    clearTimeout(p.timer);
+    this.#pending = undefined;
+    const outs = splitMarked(out, p.tag);
+    const errs = splitMarked(err, p.tag);
+    const results: (CommandResult | undefined)[] = [];
+    let ran = true;
+    p.commands.forEach((c, i) => {
+      const command = this.#prefix + [c.cmd, ...c.args].map(quote).join(' ');
+      const o = outs.done.get(i);
+      const e = errs.done.get(i);
+      if (o !== undefined && e !== undefined) {
+        // sh reports a command killed by signal N as status 128 + N.
+        const signal = o.code > 128 ? (SIGNAL_NAMES.get(o.code - 128) ?? null) : null;
+        results.push({
+          command,
+          code: signal === null ? o.code : null,
+          signal,
+          stdout: o.text,
+          stderr: e.text,
+          timedOut: false,
+        });
+      } else if (dead && ran) {
+        // The command running when the shell died (our timeout, a kill from outside), or the
+        // first one, when nsenter could not enter the netns: how the process ended, and its
+        // stderr, say which.
+        ran = false;
+        const signal = this.#exit?.signal ?? null;
+        results.push({
+          command,
+          code: signal === null ? (this.#exit?.code ?? null) : null,
+          signal,
+          stdout: outs.rest,
+          stderr: errs.rest,
+          timedOut: this.#timedOut,
+        });
+      } else {
+        ran = false;
+        results.push(undefined);
+      }
+    });
+    p.resolve(results);
+  }
+}
+
+/** Splits a stream's text of one batch at its per-command markers. */
+function splitMarked(
+  text: string,
+  tag: string,
+): { done: Map<number, { text: string; code: number }>; rest: string } {
+  const done = new Map<number, { text: string; code: number }>();
+  const marker = `\n${tag} `;
+  let from = 0;
+  for (;;) {
+    const at = text.indexOf(marker, from);
+    if (at === -1) break;
+    const eol = text.indexOf('\n', at + marker.length);
+    if (eol === -1) break;
+    const [index = '', code = ''] = text.slice(at + marker.length, eol).split(' ');
+    done.set(Number(index), { text: text.slice(from, at), code: Number(code) });
+    from = eol + 1;
+  }
+  return { done, rest: text.slice(from) };
 }

@@ -241,6 +241,35 @@ export function canonicalNft(text: string): string {
   return out.length === 0 ? '' : out.join('\n') + '\n';
 }
 
+/**
+ * Our inet tables out of `nft -s list ruleset inet`, each block exactly as nft printed it (valid
+ * `nft -f` input, which the applier keeps to restore on rollback), and their names. Tables of
+ * others are left out.
+ */
+export function extractNftTables(listing: string): { tables: string[]; listing: string } {
+  const blocks = new Map<string, string>();
+  let name: string | undefined;
+  let block: string[] = [];
+  for (const line of listing.split('\n')) {
+    if (name === undefined) {
+      const m = /^table\s+inet\s+(\S+)\s*\{\s*$/.exec(line);
+      if (m?.[1] !== undefined && NFT_TABLES.includes(m[1])) {
+        name = m[1];
+        block = [line];
+      }
+      continue;
+    }
+    block.push(line);
+    // Top-level blocks close with a `}` in the first column; nested ones are indented.
+    if (line === '}') {
+      blocks.set(name, `${block.join('\n')}\n`);
+      name = undefined;
+    }
+  }
+  const tables = NFT_TABLES.filter((n) => blocks.has(n));
+  return { tables, listing: tables.map((n) => blocks.get(n)).join('') };
+}
+
 /** nft script removing the named tables of ours (only those given, so it cannot fail on absent ones). */
 export function nftRemovalScript(present: readonly string[]): string {
   return present.map((n) => `delete table inet ${n}\n`).join('');

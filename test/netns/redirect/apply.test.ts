@@ -8,6 +8,7 @@
 // set; removal leaves only the unrelated rules we put there first; injected failures leave the
 // netns exactly as before; and the rules do what §2.2 says to real TCP connections.
 // Needs root: without it this file fails loudly.
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import t from 'tap';
 import {
   applyRedirection,
@@ -351,6 +352,66 @@ t.test('in-pod redirection in a real pod netns', { timeout: 60_000 }, async (t) 
       `rules and the IPv4 routing undone after the IPv6 route failed: ${JSON.stringify(state.routes)}`,
     );
     t.same(await unrelated(a), baseline, 'unrelated rules intact through every failure');
+  });
+
+  t.test('one process per apply, removal or inspection, whatever it has to do', async (t) => {
+    // Enrolment latency (bench/README.md, enrolment group): every process the agent starts costs
+    // milliseconds on a busy node. A new pod netns, as a CNI ADD brings it.
+    const c = await tb.addPod({ node: 0, name: 'c' });
+    const variant = await detectIptablesBackend();
+    const cases: [string, () => Promise<unknown>][] = [
+      [
+        'apply to a new pod (iptables)',
+        () => applyRedirection(c.netnsPath, {}, { backend: 'iptables', iptablesVariant: variant }),
+      ],
+      [
+        'apply again, nothing to do',
+        () => applyRedirection(c.netnsPath, {}, { backend: 'iptables', iptablesVariant: variant }),
+      ],
+      [
+        'apply with IPv6 and DNS capture',
+        () => applyRedirection(c.netnsPath, FULL, { backend: 'iptables', iptablesVariant: variant }),
+      ],
+      [
+        'flip to the other flavour',
+        () =>
+          applyRedirection(c.netnsPath, FULL, {
+            backend: 'iptables',
+            iptablesVariant: variant === 'nft' ? 'legacy' : 'nft',
+          }),
+      ],
+      ['switch to nftables', () => applyRedirection(c.netnsPath, FULL, { backend: 'nftables' })],
+      ['inspect', () => inspectRedirection(c.netnsPath, FULL)],
+      ['remove', () => removeRedirection(c.netnsPath, FULL)],
+      [
+        'a failed apply and its rollback',
+        () =>
+          applyRedirection(c.netnsPath, FULL, {
+            backend: 'iptables',
+            iptablesVariant: variant,
+            testHooks: {
+              transformScript: (step, s) =>
+                step === 'routes-v6' ? s.replace('dev lo', 'dev nosuchdev0') : s,
+            },
+          }).catch(() => undefined),
+      ],
+    ];
+    for (const [what, f] of cases) {
+      let spawns = 0;
+      const onSpawn = (): void => {
+        spawns++;
+      };
+      subscribe('child_process', onSpawn);
+      try {
+        await f();
+      } finally {
+        unsubscribe('child_process', onSpawn);
+      }
+      t.equal(spawns, 1, `${what}: one process`);
+    }
+    const state = await inspectRedirection(c.netnsPath, FULL);
+    t.equal(state.present, false, 'the failed apply was rolled back to nothing');
+    await tb.removePod('c');
   });
 
   t.test('a vanished netns is a distinct, non-retryable error', async (t) => {

@@ -11,6 +11,24 @@
 // before its CONNECT, an inbound HBONE connection before its TLS handshake — for up to
 // `certificateWaitMs`, and raises the fetch to RealTime priority meanwhile; if the fetch fails or
 // the wait runs out, the connection is reset. Nothing is ever sent without mTLS instead.
+//
+// Identity. The pod's identity comes from the ZDS WorkloadInfo the node agent sent with Add
+// (namespace and service account), so its certificate is fetched from the moment the proxy
+// starts, not from when WDS describes the pod. WDS has the last word: once WDS has a workload for
+// this pod (its name and namespace, on this node) whose service account differs, the proxy takes
+// WDS's service account, fetches that certificate, and new connections use it; a ZDS identity
+// WDS contradicts is never used again while WDS says so.
+//
+// The pod's own WDS workload. Outbound routing takes the source workload (spec §1.6), and WDS
+// learns of a new pod only after its CNI ADD (the pod IP is reported after the sandbox exists),
+// ~200 ms later on an idle node. Until then an outbound connection does not wait for it when the
+// destination is one WDS already knows as a mesh workload reached directly over HBONE (no
+// waypoint, no locality preference): the source is then taken from ZDS (namespace, service
+// account, this node; no workload name or labels, so its metrics say `unknown` for those). Every
+// other destination waits for the pod's own workload as before, up to workloadWaitMs, and is reset
+// without it (decision 6): a destination WDS does not know (passthrough) may be a mesh pod that
+// a store still filling up after a restart has not heard of yet (istio#42610). Inbound needs the
+// pod's own workload for its checks and policies, and waits for it as before.
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { HboneClient } from '../../../src/shared/hbone/client.ts';
@@ -18,9 +36,12 @@ import { HboneServer } from '../../../src/shared/hbone/server.ts';
 import { errorMessage } from '../../../src/shared/errors.ts';
 import type { WorkloadCertificate } from '../../../src/shared/identity/cert-manager.ts';
 import { PORTS } from '../ports.ts';
-import type { Workload } from '../state/types.ts';
+import { canonicalIp } from '../state/ip.ts';
+import type { StateChange } from '../state/store.ts';
+import { newWorkload, type Workload } from '../state/types.ts';
 import type { PodInfo, ProxyContext } from '../proxy/context.ts';
 import { handleOutbound } from '../proxy/outbound.ts';
+import { routeOutbound } from '../proxy/route.ts';
 import { InboundHandler } from '../proxy/inbound.ts';
 import { handleInboundPlaintext } from '../proxy/inbound-passthrough.ts';
 import type { SocketFactory } from './socket-factory.ts';
@@ -42,14 +63,23 @@ export const DEFAULT_PROXY_PORTS: WorkloadProxyPorts = {
 };
 
 /** The SPIFFE identity of a pod: its certificate's (spec §4). */
-export function podIdentity(trustDomain: string, pod: PodInfo): string {
+export function podIdentity(trustDomain: string, pod: Pick<PodInfo, 'namespace' | 'serviceAccount'>): string {
   return `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
 }
 
+export interface WorkloadProxyHooks {
+  /** WDS gave the pod another service account than ZDS: its certificate is now `to`'s. */
+  readonly onIdentityChange?: (from: string, to: string) => void;
+}
+
 export class WorkloadProxy {
+  /** The ZDS WorkloadInfo the proxy was started with. */
   readonly pod: PodInfo;
-  readonly identity: string;
   readonly #ctx: ProxyContext;
+  readonly #hooks: WorkloadProxyHooks;
+  /** The service account the pod's certificate is for: ZDS's, until WDS says otherwise. */
+  #serviceAccount: string;
+  #identity: string;
   readonly #sockets: SocketFactory;
   readonly #ports: WorkloadProxyPorts;
   readonly #open = new Set<Duplex>();
@@ -61,8 +91,15 @@ export class WorkloadProxy {
   #local: Workload | undefined;
   #localValid = false;
   #stopped = false;
-  readonly #onStoreChange = (): void => {
+  readonly #onStoreChange = (change: StateChange): void => {
     this.#localValid = false;
+    // A workload of this pod arrived or changed: look now, so a service account WDS disagrees on
+    // switches the certificate before the next connection needs it.
+    if (
+      change.kind === 'all' ||
+      (change.kind === 'workload' && change.op === 'upsert' && this.#isMine(change.key))
+    )
+      this.#findLocal();
   };
 
   constructor(
@@ -70,12 +107,20 @@ export class WorkloadProxy {
     pod: PodInfo,
     sockets: SocketFactory,
     ports: WorkloadProxyPorts = DEFAULT_PROXY_PORTS,
+    hooks: WorkloadProxyHooks = {},
   ) {
     this.#ctx = ctx;
     this.pod = pod;
     this.#sockets = sockets;
     this.#ports = ports;
-    this.identity = podIdentity(ctx.trustDomain, pod);
+    this.#hooks = hooks;
+    this.#serviceAccount = pod.serviceAccount;
+    this.#identity = podIdentity(ctx.trustDomain, pod);
+  }
+
+  /** The SPIFFE identity the pod's connections present (see the file header). */
+  get identity(): string {
+    return this.#identity;
   }
 
   /** Live proxied connections (both directions), for /config_dump and drain. */
@@ -90,8 +135,10 @@ export class WorkloadProxy {
    */
   async start(): Promise<void> {
     const ctx = this.#ctx;
-    ctx.certs.prefetch(this.identity);
     ctx.store.on('changed', this.#onStoreChange);
+    // WDS may already know the pod (an agent or ztunnel restart): its service account wins.
+    this.#findLocal();
+    ctx.certs.prefetch(this.identity);
     // The current certificate, never an expired one: what each new TLS session presents.
     const certificate = (): WorkloadCertificate => {
       const c = ctx.certs.current(this.identity);
@@ -152,7 +199,14 @@ export class WorkloadProxy {
         // A transparent proxy must not add Nagle delays the application did not ask for.
         s.setNoDelay(true);
         handleOutbound(
-          { ctx, sockets: this.#sockets, client, awaitCertificate, localWorkload, track },
+          {
+            ctx,
+            sockets: this.#sockets,
+            client,
+            awaitCertificate,
+            localWorkload: () => this.#outboundSource(s),
+            track,
+          },
           s,
         ).catch(logError('outbound'));
       });
@@ -260,6 +314,51 @@ export class WorkloadProxy {
     );
   }
 
+  /**
+   * The source of an outbound connection: the pod's own WDS workload; before WDS has one, the
+   * pod as ZDS describes it when the destination is a known mesh workload reached directly over
+   * HBONE; otherwise the wait for WDS (see the file header).
+   */
+  #outboundSource(s: net.Socket): Promise<Workload | undefined> {
+    const own = this.#findLocal();
+    if (own !== undefined) return Promise.resolve(own);
+    const provisional = this.#provisionalSource(s);
+    return provisional !== undefined ? Promise.resolve(provisional) : this.#localWorkload();
+  }
+
+  #provisionalSource(s: net.Socket): Workload | undefined {
+    let dst;
+    try {
+      dst = this.#sockets.originalDst(s);
+    } catch {
+      return undefined;
+    }
+    const ctx = this.#ctx;
+    const src = s.remoteAddress === undefined ? undefined : canonicalIp(s.remoteAddress);
+    const source = newWorkload({
+      // Never a WDS uid, so it can never be taken for a waypoint or an endpoint.
+      uid: `zds:${this.pod.uid}`,
+      // No workload name or labels: WDS has not said yet (metrics report `unknown`).
+      name: '',
+      namespace: this.pod.namespace,
+      serviceAccount: this.#serviceAccount,
+      trustDomain: ctx.trustDomain,
+      node: ctx.nodeName,
+      network: ctx.network,
+      addresses: src === undefined ? [] : [src],
+      tunnelProtocol: 'HBONE',
+    });
+    const route = routeOutbound(ctx.store, {
+      source,
+      origDst: { ip: canonicalIp(dst.address) ?? dst.address, port: dst.port },
+      network: ctx.network,
+    });
+    if (route.kind !== 'hbone' || route.waypoint === true) return undefined;
+    // Locality preferences compare the source's locality, which only WDS knows.
+    if ((route.service?.loadBalancing?.routingPreference.length ?? 0) > 0) return undefined;
+    return source;
+  }
+
   /** The pod's own WDS workload: matched on (name, namespace, service account, node) per spec §1.7. */
   async #localWorkload(): Promise<Workload | undefined> {
     const found = this.#findLocal();
@@ -281,13 +380,51 @@ export class WorkloadProxy {
     });
   }
 
+  /**
+   * The pod's WDS workload on this node, by name and namespace; with the service account the
+   * proxy runs as, else (WDS disagrees with ZDS) the one WDS has, whose service account the proxy
+   * then takes.
+   */
   #findLocal(): Workload | undefined {
     if (this.#localValid) return this.#local;
     const p = this.pod;
-    this.#local = this.#ctx.store
+    const mine = this.#ctx.store
       .localWorkloads(this.#ctx.nodeName)
-      .find((w) => w.name === p.name && w.namespace === p.namespace && w.serviceAccount === p.serviceAccount);
+      .filter((w) => w.name === p.name && w.namespace === p.namespace);
+    const w =
+      mine.find((x) => x.serviceAccount === this.#serviceAccount) ??
+      mine.find((x) => x.serviceAccount === p.serviceAccount) ??
+      mine[0];
+    this.#local = w;
     this.#localValid = true;
-    return this.#local;
+    if (w !== undefined && w.serviceAccount !== this.#serviceAccount)
+      this.#takeServiceAccount(w.serviceAccount);
+    return w;
+  }
+
+  #isMine(uid: string): boolean {
+    const w = this.#ctx.store.workload(uid);
+    return w !== undefined && w.name === this.pod.name && w.namespace === this.pod.namespace;
+  }
+
+  /** WDS wins: the certificate is `serviceAccount`'s from now on. */
+  #takeServiceAccount(serviceAccount: string): void {
+    const from = this.#identity;
+    const to = podIdentity(this.#ctx.trustDomain, { namespace: this.pod.namespace, serviceAccount });
+    this.#serviceAccount = serviceAccount;
+    this.#identity = to;
+    if (this.#stopped) return;
+    this.#ctx.logger.warn(
+      {
+        scope: 'inpod',
+        uid: this.pod.uid,
+        pod: `${this.pod.namespace}/${this.pod.name}`,
+        from,
+        to,
+      },
+      "WDS gives this pod another service account than the node agent did; using WDS's identity",
+    );
+    this.#ctx.certs.prefetch(to);
+    this.#hooks.onIdentityChange?.(from, to);
   }
 }

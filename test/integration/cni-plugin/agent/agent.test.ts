@@ -135,7 +135,8 @@ t.test(
       r.zds.adds.map((a) => [a.uid, a.info]),
       [['uid-a', { name: 'a', namespace: 'apps', serviceAccount: 'sa-a' }]],
     );
-    t.equal(annotationOf(r.view, 'apps/a'), 'enabled');
+    // Written after the answer (see the next test), in a task of its own.
+    await waitFor(() => annotationOf(r.view, 'apps/a') === 'enabled', 'the annotation');
     const saved = JSON.parse(readFileSync(r.registryPath, 'utf8')) as {
       pods: { uid: string; enrolled: boolean }[];
     };
@@ -150,6 +151,50 @@ t.test(
     );
   },
 );
+
+t.test('the ADD is answered before the annotation is written (it only informs the controller)', async (t) => {
+  const r = await rig(t);
+  r.view.setPod(pod('a'));
+  // An API server that takes its time over the patch.
+  let release: () => void = () => undefined;
+  const slow = new Promise<void>((resolve) => (release = resolve));
+  const annotate = r.view.annotatePod.bind(r.view);
+  let patches = 0;
+  r.view.annotatePod = async (p, a) => {
+    patches++;
+    await slow;
+    await annotate(p, a);
+  };
+  const answered = await Promise.race([
+    r.agent.handleAdd({ podNamespace: 'apps', podName: 'a', netns: NETNS }).then(() => true),
+    new Promise<false>((resolve) => setTimeout(() => resolve(false), 2000)),
+  ]);
+  t.equal(answered, true, 'the ADD resolved while the patch was still in flight');
+  t.equal(r.zds.adds.length, 1, 'ztunnel had the pod before the answer');
+  t.equal(annotationOf(r.view, 'apps/a'), undefined, 'not annotated yet');
+  await waitFor(() => patches === 1, 'the patch to start after the answer');
+  release();
+  await waitFor(() => annotationOf(r.view, 'apps/a') === 'enabled', 'the annotation');
+});
+
+t.test('an annotation written after the answer never outlives a quick un-enrolment', async (t) => {
+  const r = await rig(t);
+  r.view.setPod(pod('a'));
+  await r.agent.handleAdd({ podNamespace: 'apps', podName: 'a', netns: NETNS });
+  // Labelled out before the deferred write ran, from a pod object that has no annotation yet.
+  const before = r.view.podsByKey.get('apps/a')!;
+  t.equal(annotationOf(r.view, 'apps/a'), undefined, 'the write is still queued');
+  r.view.setPod({
+    ...before,
+    metadata: { ...before.metadata, labels: { 'istio.io/dataplane-mode': 'none' } },
+  });
+  await waitFor(() => r.agent.snapshot().length === 0, 'un-enrolment');
+  await waitFor(
+    () => r.view.annotations.some((a) => a.annotations['ambient.istio.io/redirection'] === null),
+    'the removal',
+  );
+  t.equal(annotationOf(r.view, 'apps/a'), undefined, 'no enabled annotation left on a pod out of the mesh');
+});
 
 t.test(
   'ADD of a pod outside the mesh answers fast and enrols nothing, but remembers the sandbox',
@@ -228,8 +273,8 @@ t.test('no ztunnel: the pod is pending (rules in place) and enabled once ztunnel
   const res = await r.agent.handleAdd({ podNamespace: 'apps', podName: 'a', netns: NETNS });
   t.equal(res.enrolled, true, 'the sandbox may start: its traffic is held by the rules');
   t.equal(r.redirector.applied.length, 1);
-  t.equal(annotationOf(r.view, 'apps/a'), 'pending');
   t.same([...r.agent.states()], [['uid-a', 'pending']]);
+  await waitFor(() => annotationOf(r.view, 'apps/a') === 'pending', 'the pending annotation');
   r.zds.failWith = undefined;
   await waitFor(() => annotationOf(r.view, 'apps/a') === 'enabled', 'the retry to enable the pod');
   t.same([...r.agent.states()], [['uid-a', 'enabled']]);

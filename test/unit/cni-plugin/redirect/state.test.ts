@@ -8,6 +8,7 @@ import {
   canonicalIptables,
   canonicalNft,
   countPolicyRules,
+  extractNftTables,
   formatIptablesState,
   hasLocalDefaultRoute,
   iptablesTransitionScript,
@@ -224,6 +225,24 @@ t.test('nft table names and removal script', async (t) => {
   );
   t.equal(nftRemovalScript(['istio-ambient-nat']), 'delete table inet istio-ambient-nat\n');
   t.equal(nftRemovalScript([]), '');
+});
+
+t.test('our tables out of `nft -s list ruleset inet`, byte for byte', async (t) => {
+  const ours = 'table inet istio-ambient-nat {\n\tchain output {\n\t\tcounter\n\t}\n}\n';
+  const raw = 'table inet istio-ambient-raw {\n\tchain output {\n\t}\n}\n';
+  const other = 'table inet unrelated {\n\tchain c {\n\t\ttcp dport 9999 counter\n\t}\n}\n';
+  // nft prints tables in creation order; ours come back in NFT_TABLES order.
+  t.same(extractNftTables(raw + other + ours), {
+    tables: ['istio-ambient-nat', 'istio-ambient-raw'],
+    listing: ours + raw,
+  });
+  t.same(extractNftTables(other), { tables: [], listing: '' }, 'only tables of others');
+  t.same(extractNftTables(''), { tables: [], listing: '' }, 'an empty netns');
+  t.equal(
+    canonicalNft(extractNftTables(NFT_LISTING).listing),
+    canonicalNft(NFT_LISTING),
+    'the listing keeps everything canonicalNft compares',
+  );
 });
 
 t.test('ip rule / route JSON helpers', async (t) => {

@@ -472,6 +472,7 @@ async function runGroup(
         const m = await measureLatency(procs, r.instance, timing);
         collector.add(r.name, 'rtt_p50_at_1000rps_node', m.p50Us);
         collector.add(r.name, 'rtt_p99_at_1000rps_node', m.p99Us);
+        if (m.coresPerEnd !== undefined) collector.add(r.name, 'cpu_cores_per_end_at_1000rps', m.coresPerEnd);
         log(
           `rtt_at_1000rps_node ${r.name}: p50 ${formatNumber(m.p50Us)} µs, p99 ${formatNumber(m.p99Us)} µs ` +
             `(send lag p50 ${formatNumber(m.sendLagP50Us)} µs, p99 ${formatNumber(m.sendLagP99Us)} µs, lost ${m.lost})`,

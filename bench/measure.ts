@@ -152,6 +152,8 @@ export interface LatencyMeasurement {
   readonly lost: number;
   readonly sendLagP50Us: number;
   readonly sendLagP99Us: number;
+  /** CPU of each tunnel end over the measurement window, cores; undefined for a baseline path. */
+  readonly coresPerEnd: number | undefined;
 }
 
 /**
@@ -163,17 +165,27 @@ export async function measureLatency(
   path: PathInstance,
   t: Timing,
 ): Promise<LatencyMeasurement> {
+  let start: { wallNs: bigint; cpu: number } | undefined;
+  let end: { wallNs: bigint; cpu: number } | undefined;
   const r = expect(
-    await runLoadgen(procs, path.loadgen, {
-      kind: 'latency',
-      target: path.targets.echo,
-      rate: LATENCY_RATE,
-      size: REQUEST_SIZE,
-      ...t,
-    }),
+    await runLoadgen(
+      procs,
+      path.loadgen,
+      { kind: 'latency', target: path.targets.echo, rate: LATENCY_RATE, size: REQUEST_SIZE, ...t },
+      {
+        onMeasureStart: () => (start = cpuSnapshot(path.processes)),
+        onMeasureEnd: () => (end = cpuSnapshot(path.processes)),
+      },
+    ),
     'latency',
   );
+  let coresPerEnd: number | undefined;
+  if (path.processes.length > 0) {
+    if (!start || !end) throw new MeasurementError('load generator did not report its measurement window');
+    coresPerEnd = (end.cpu - start.cpu) / (Number(end.wallNs - start.wallNs) / 1e9) / path.processes.length;
+  }
   return {
+    coresPerEnd,
     p50Us: r.p50Us,
     p99Us: r.p99Us,
     lost: r.lost,

@@ -75,6 +75,11 @@ export const METRICS = {
     ratio: false,
     label: 'tunnel CPU per 1000 req/s during rps_c32_1k (wrk)',
   },
+  cpu_cores_per_end_at_1000rps: {
+    unit: 'cores',
+    ratio: false,
+    label: 'CPU of one tunnel end (mean of the ends) carrying 1000 req/s, 1 KiB (Node load generator)',
+  },
   tunnel_cpu_cores_c32_node_echo: {
     unit: 'cores',
     ratio: false,
@@ -266,6 +271,13 @@ export const FLOORS: readonly Floor[] = [
     op: '<=',
     threshold: 1000,
     text: 'added p99 (sockperf) ≤ 1 ms',
+  },
+  {
+    metric: 'cpu_cores_per_end_at_1000rps',
+    on: 'value',
+    op: '<=',
+    threshold: 0.15,
+    text: 'CPU per ztunnel at 1000 req/s ≤ 0.15 cores',
   },
   {
     metric: 'rss_per_connection_client_end',

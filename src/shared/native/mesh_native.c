@@ -371,18 +371,24 @@ static void format_addr(const sockaddr_any *a, char *buf, size_t size) {
 // Creates a non-blocking, close-on-exec TCP socket, inside `netns_fd` when it is >= 0. Only the
 // socket(2) call runs in the target netns: a socket belongs to the netns it was created in, and
 // bind/setsockopt/listen/connect later act there whatever the calling thread's netns is.
+//
+// The way back is the calling thread's own netns, opened once per thread and kept: every socket a
+// ztunnel creates for a pod (each inbound connection to the application) used to pay an open and
+// a close of /proc/thread-self/ns/net. A thread always returns to it (or the process aborts,
+// below), so the first netns a thread is seen in stays its own.
+static __thread int home_netns_fd = -1;
+
 static sys_result create_tcp_socket(int netns_fd, int family, int *out_fd) {
   sys_result r = {0, NULL};
   int domain = family == 6 ? AF_INET6 : AF_INET;
   int saved = -1;
   if (netns_fd >= 0) {
-    saved = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (saved < 0) return (sys_result){errno, "open(/proc/thread-self/ns/net)"};
-    if (setns(netns_fd, CLONE_NEWNET) != 0) {
-      r = (sys_result){errno, "setns"};
-      close(saved);
-      return r;
+    if (home_netns_fd < 0) {
+      home_netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+      if (home_netns_fd < 0) return (sys_result){errno, "open(/proc/thread-self/ns/net)"};
     }
+    saved = home_netns_fd;
+    if (setns(netns_fd, CLONE_NEWNET) != 0) return (sys_result){errno, "setns"};
   }
   int fd = socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
   if (fd < 0) r = (sys_result){errno, "socket"};
@@ -394,7 +400,6 @@ static sys_result create_tcp_socket(int netns_fd, int family, int *out_fd) {
               strerror(errno));
       abort();
     }
-    close(saved);
   }
   *out_fd = fd;
   return r;

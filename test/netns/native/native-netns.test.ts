@@ -11,7 +11,7 @@
 //   (e) IP_TRANSPARENT + foreign source to the app in A, replies via connmark + table 100
 // Every namespace carries the prefix amt-<pid>- and is deleted in teardown, even on failure.
 import { execFileSync } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import net from 'node:net';
 import t from 'tap';
 
@@ -222,6 +222,26 @@ if (process.getuid?.() !== 0) {
     t.throws(() => listenTcp({ netnsFd: nsA, host: IP_B, port: 8080 }), { code: 'EADDRNOTAVAIL' });
     t.equal(statSync('/proc/thread-self/ns/net').ino, own, 'restored after an error path');
   });
+
+  t.test(
+    '(a2) sockets made in other namespaces, one after another, cost no fd and keep us home',
+    async (t) => {
+      const fds = (): number => readdirSync('/proc/self/fd').length;
+      // The first call may open the thread's way back (kept for the thread's life).
+      closeFd(socketForConnect({ netnsFd: nsA, family: 4 }));
+      const before = fds();
+      let elsewhere = 0;
+      for (let i = 0; i < 200; i++) {
+        const ns = i % 2 === 0 ? nsA : nsB;
+        const fd = socketForConnect({ netnsFd: ns, family: 4 });
+        if (socketNetnsInode(fd) !== netnsInode(ns)) elsewhere++;
+        closeFd(fd);
+      }
+      t.equal(elsewhere, 0, 'each of 200 sockets lives in the namespace asked for');
+      t.equal(fds(), before, 'no descriptor left behind');
+      t.equal(statSync('/proc/thread-self/ns/net').ino, own, 'thread still in the root netns');
+    },
+  );
 
   t.test('(b) SO_ORIGINAL_DST returns the pre-REDIRECT destination', async (t) => {
     // Inbound capture (spec 2.2 nat ISTIO_PRERT, here narrowed to two ports): B -> A:80 goes to

@@ -2,7 +2,7 @@
 // ztunnel's Prometheus metrics (spec §7.1): the istio_tcp_* connection metrics with upstream's
 // traffic labels, in upstream's order, so existing dashboards and Kiali queries work unchanged.
 // Unknown values are rendered as "unknown"; principals are full spiffe:// URIs.
-import { Registry, registerProcessMetrics, type Counter, type Gauge } from './prometheus.ts';
+import { Registry, registerProcessMetrics, type Counter, type Gauge, type Series } from './prometheus.ts';
 
 export const TRAFFIC_LABELS = [
   'reporter',
@@ -136,6 +136,7 @@ export class ZtunnelMetrics {
   readonly #received: Counter<TrafficLabel>;
   readonly #sent: Counter<TrafficLabel>;
   readonly #socketsOpen: Gauge<'reporter'>;
+  readonly #socketsByReporter = new Map<string, Series>();
   readonly activeProxies: Gauge;
   readonly pendingProxies: Gauge;
   readonly proxiesStarted: Counter;
@@ -202,23 +203,36 @@ export class ZtunnelMetrics {
 
   /** Records a connection's start; call the returned function exactly once when it ends. */
   connectionOpened(labels: Omit<TrafficLabels, 'response_flags'>): ConnectionRecorder {
-    const base: TrafficLabels = { ...labels, response_flags: '-' };
-    this.#opened.inc(base);
-    this.#socketsOpen.inc({ reporter: labels.reporter });
+    // The five traffic families share TRAFFIC_LABELS: the label set is rendered once per
+    // connection (twice when it ends with a flag), not once per increment.
+    const base = this.#opened.series({ ...labels, response_flags: '-' });
+    this.#opened.incSeries(base);
+    const sockets = this.#socketSeries(labels.reporter);
+    this.#socketsOpen.addToSeries(sockets, 1);
     let done = false;
     return (result) => {
       if (done) return;
       done = true;
-      const final: TrafficLabels = result.flag === '-' ? base : { ...labels, response_flags: result.flag };
-      this.#socketsOpen.dec({ reporter: labels.reporter });
-      this.#closed.inc(final);
-      if (FAILURE_FLAGS.has(result.flag)) this.#failed.inc(final);
+      const final =
+        result.flag === '-' ? base : this.#opened.series({ ...labels, response_flags: result.flag });
+      this.#socketsOpen.addToSeries(sockets, -1);
+      this.#closed.incSeries(final);
+      if (FAILURE_FLAGS.has(result.flag)) this.#failed.incSeries(final);
       // Istio's meaning, whichever side reports: "received" counts the request direction (client
       // to server) and "sent" the response direction. Upstream ztunnel gets there by flipping its
       // own sent/received for reporter=source (spec §7.1); we count in those terms directly.
-      if (result.bytesFromClient > 0) this.#received.inc(final, result.bytesFromClient);
-      if (result.bytesToClient > 0) this.#sent.inc(final, result.bytesToClient);
+      if (result.bytesFromClient > 0) this.#received.incSeries(final, result.bytesFromClient);
+      if (result.bytesToClient > 0) this.#sent.incSeries(final, result.bytesToClient);
     };
+  }
+
+  #socketSeries(reporter: string): Series {
+    let s = this.#socketsByReporter.get(reporter);
+    if (s === undefined) {
+      s = this.#socketsOpen.series({ reporter });
+      this.#socketsByReporter.set(reporter, s);
+    }
+    return s;
   }
 
   /** A failure before any connection labels are known (an early deny): counted as failed and closed. */

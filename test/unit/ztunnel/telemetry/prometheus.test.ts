@@ -158,3 +158,29 @@ t.test('process metrics are computed on scrape', async (t) => {
     'a failing collector is skipped',
   );
 });
+
+t.test('a series rendered once counts on every family with the same label names', async (t) => {
+  const r = new Registry();
+  const names = ['a', 'b'] as const;
+  const opened = r.counter({ name: 'opened_total', help: 'h', labelNames: names });
+  const bytes = r.counter({ name: 'bytes_total', help: 'h', labelNames: names });
+  const other = r.counter({ name: 'other_total', help: 'h', labelNames: ['a', 'b'] as const });
+  const g = r.gauge({ name: 'open', help: 'h', labelNames: names });
+  const s = opened.series({ a: 'x"y', b: 'z' });
+  opened.incSeries(s);
+  bytes.incSeries(s, 1024);
+  bytes.incSeries(s, 1);
+  g.addToSeries(s, 2);
+  g.addToSeries(s, -1);
+  t.equal(opened.get({ a: 'x"y', b: 'z' }), 1, 'same series as the labels give');
+  t.equal(bytes.get({ a: 'x"y', b: 'z' }), 1025);
+  t.equal(g.get({ a: 'x"y', b: 'z' }), 1);
+  t.match(r.metrics(), 'bytes_total{a="x\\"y",b="z"} 1025\n', 'escaped once, rendered as usual');
+  t.throws(
+    () => other.incSeries(s),
+    /series rendered for other label names/,
+    'another labelNames array is refused',
+  );
+  t.throws(() => bytes.incSeries(s, -1), /cannot decrease/);
+  t.throws(() => opened.series({ a: 'x' } as never), /takes exactly the labels/, 'validated when rendered');
+});

@@ -3,10 +3,10 @@
 // the plugin (CNI_* environment, prevResult) and where they enter the agent (the /cmdadd body):
 // Kubernetes names (DNS-1123), UIDs, CNI container ids and interface names (CNI SPEC.md 1.0.0,
 // "Parameters"), addresses with prefix length as CNI results write them.
+import { nameProblem } from '../../../src/shared/kube/resources.ts';
+
 const { isIP } = process.getBuiltinModule('node:net');
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const POD_UID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 // SPEC.md: "Must start with an alphanumeric character, optionally followed by any combination of
 // one or more alphanumeric characters, underscore (), dot (.) or hyphen (-)."
@@ -18,12 +18,12 @@ export const MAX_PATH_BYTES = 4096;
 
 /** A namespace name (RFC 1123 label, at most 63 characters). */
 export function isNamespaceName(v: string): boolean {
-  return DNS_LABEL.test(v);
+  return nameProblem(v, 'dns1123-label') === undefined;
 }
 
 /** A pod name (RFC 1123 subdomain, at most 253 characters). */
 export function isPodName(v: string): boolean {
-  return v.length <= 253 && DNS_SUBDOMAIN.test(v);
+  return nameProblem(v, 'dns1123-subdomain') === undefined;
 }
 
 export function isPodUid(v: string): boolean {

@@ -10,36 +10,22 @@
 // on-demand lookup for `/10.0.0.1` or `/fd00::1` finds the resource by its alias.
 import { Authorization } from '../../shared/gen/authorization.ts';
 import { Address, type Service, type Workload } from '../../shared/gen/workload.ts';
+import { formatIp } from '../../shared/net/ip.ts';
 import { XdsError, XdsErrorCode } from './errors.ts';
 import type { ResourceUpsert } from './resource-store.ts';
+import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WDS_TYPE_URLS } from '../../shared/wds-types.ts';
 
-export const ADDRESS_TYPE_URL = 'type.googleapis.com/istio.workload.Address';
-export const AUTHORIZATION_TYPE_URL = 'type.googleapis.com/istio.security.Authorization';
-/** The types a ztunnel subscribes to (wildcard), in the order it subscribes. */
-export const WDS_TYPE_URLS: readonly string[] = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL];
+export { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WDS_TYPE_URLS };
 
-/** Text form of a raw 4- or 16-byte address; throws on any other length. */
+/** Text form (RFC 5952 for IPv6, as ztunnel canonicalises) of a raw 4- or 16-byte address; throws on any other length. */
 export function formatIpBytes(bytes: Uint8Array): string {
-  if (bytes.length === 4) return bytes.join('.');
-  if (bytes.length !== 16) {
+  if (bytes.length !== 4 && bytes.length !== 16) {
     throw new XdsError(
       XdsErrorCode.RESOURCE,
       `an IP address must be 4 or 16 bytes, got ${bytes.length}; fix the model that produced it`,
     );
   }
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0));
-  // RFC 5952: the longest run (leftmost on ties) of two or more zero groups becomes "::".
-  let best = { start: -1, len: 0 };
-  for (let i = 0; i < 8;) {
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > best.len) best = { start: i, len: j - i };
-    i = j === i ? i + 1 : j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (best.len < 2) return hex.join(':');
-  return `${hex.slice(0, best.start).join(':')}::${hex.slice(best.start + best.len).join(':')}`;
+  return formatIp({ family: bytes.length === 4 ? 4 : 6, bytes });
 }
 
 function encodeAddress(address: Address): Uint8Array {

@@ -35,7 +35,7 @@ import {
   hasFormat,
   type TextFormat,
 } from '../state/formats.ts';
-import { formatIp, isIpv4Mapped, parseIp } from '../state/ip.ts';
+import { formatIp, isIpv4Mapped, parseIp } from '../../../src/shared/net/ip.ts';
 import type {
   ApplicationTunnel,
   Authorization,

@@ -36,7 +36,7 @@ import { HboneServer } from '../../../src/shared/hbone/server.ts';
 import { errorMessage } from '../../../src/shared/errors.ts';
 import type { WorkloadCertificate } from '../../../src/shared/identity/cert-manager.ts';
 import { PORTS } from '../ports.ts';
-import { canonicalIp } from '../state/ip.ts';
+import { canonicalIp } from '../../../src/shared/net/ip.ts';
 import type { StateChange } from '../state/store.ts';
 import { newWorkload, type Workload } from '../state/types.ts';
 import type { PodInfo, ProxyContext } from '../proxy/context.ts';

@@ -19,7 +19,7 @@ import {
   isUnspecified,
   parseIp,
   unmapIp,
-} from '../state/ip.ts';
+} from '../../../src/shared/net/ip.ts';
 import type { StateStore } from '../state/store.ts';
 import type { Service, Workload } from '../state/types.ts';
 import { serviceKey } from '../state/types.ts';

@@ -10,7 +10,7 @@ import { errorMessage } from '../../../src/shared/errors.ts';
 import { parseIstioIdentity, type IstioIdentity } from '../../../src/shared/identity/spiffe.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
 import { evaluate } from '../rbac/rbac.ts';
-import { canonicalIp } from '../state/ip.ts';
+import { canonicalIp } from '../../../src/shared/net/ip.ts';
 import type { Workload } from '../state/types.ts';
 import { workloadIdentity } from '../state/types.ts';
 import { connectionLabels, type ConnectionRecorder } from '../telemetry/metrics.ts';

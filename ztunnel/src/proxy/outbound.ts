@@ -12,7 +12,7 @@ import { HboneError } from '../../../src/shared/hbone/errors.ts';
 import { relay } from '../../../src/shared/hbone/relay.ts';
 import { errorMessage } from '../../../src/shared/errors.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
-import { canonicalIp } from '../state/ip.ts';
+import { canonicalIp } from '../../../src/shared/net/ip.ts';
 import type { Workload } from '../state/types.ts';
 import { workloadIdentity } from '../state/types.ts';
 import { connectionLabels, type ResponseFlag } from '../telemetry/metrics.ts';

@@ -11,7 +11,14 @@
 //   with a reason saying so;
 // * workloads addressed only by hostname (DNS-resolved ServiceEntries) are never chosen.
 import { PORTS } from '../ports.ts';
-import { canonicalIp, formatHostPort, formatIp, isLoopback, parseIp, unmapIp } from '../state/ip.ts';
+import {
+  canonicalIp,
+  formatHostPort,
+  formatIp,
+  isLoopback,
+  parseIp,
+  unmapIp,
+} from '../../../src/shared/net/ip.ts';
 import type { StateStore } from '../state/store.ts';
 import type { GatewayAddress, LoadBalancingScope, Port, Service, Workload } from '../state/types.ts';
 import { DEFAULT_HBONE_MTLS_PORT, serviceKey, workloadIdentity } from '../state/types.ts';

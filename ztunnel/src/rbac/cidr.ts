@@ -14,8 +14,8 @@
 // * Host bits set in the CIDR address are ignored (10.1.2.3/8 ≡ 10.0.0.0/8), as upstream's
 //   `IpNet::contains` does. A prefix length above the family's width never matches (the static
 //   config loader rejects it earlier).
-import type { IpAddr } from '../state/ip.ts';
-import { formatIp, isIpv4Mapped, parseIp, unmapIp } from '../state/ip.ts';
+import type { IpAddr } from '../../../src/shared/net/ip.ts';
+import { formatIp, isIpv4Mapped, parseIp, unmapIp } from '../../../src/shared/net/ip.ts';
 import type { CidrAddress } from '../state/types.ts';
 
 interface ParsedCidr {

@@ -15,8 +15,8 @@
 //
 // String matching is literal (exact/prefix/suffix/presence as string operations). Never build a
 // regex from policy text: CVE-2026-39350 / istio#59992 were exactly that (checklist C.43).
-import type { IpAddr } from '../state/ip.ts';
-import { parseIp } from '../state/ip.ts';
+import type { IpAddr } from '../../../src/shared/net/ip.ts';
+import { parseIp } from '../../../src/shared/net/ip.ts';
 import type {
   Authorization,
   CidrAddress,

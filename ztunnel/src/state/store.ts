@@ -16,7 +16,7 @@
 // new pod is the one that holds the address now; removing the old pod leaves the new pod's entry
 // in place. (Inbound authorization uses the TLS identity, never this lookup.)
 import { EventEmitter } from 'eventemitter3';
-import { canonicalIp } from './ip.ts';
+import { canonicalIp } from '../../../src/shared/net/ip.ts';
 import type { Authorization, Service, StateSnapshot, Workload } from './types.ts';
 import { policyKey, serviceKey } from './types.ts';
 

@@ -42,11 +42,9 @@ import type { Logger } from '../../../src/shared/telemetry/logger.ts';
 import type { StateStore } from '../state/store.ts';
 import { policyKey, serviceKey } from '../state/types.ts';
 import { convertAddress, convertAuthorization, type Converted } from './convert.ts';
+import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WDS_TYPE_URLS } from '../../../src/shared/wds-types.ts';
 
-export const ADDRESS_TYPE_URL = 'type.googleapis.com/istio.workload.Address';
-export const AUTHORIZATION_TYPE_URL = 'type.googleapis.com/istio.security.Authorization';
-/** The wildcard subscriptions, in the order they are sent. */
-export const WDS_TYPE_URLS: readonly string[] = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL];
+export { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, WDS_TYPE_URLS };
 
 export const DEFAULT_BACKOFF_INITIAL_MS = 10;
 export const DEFAULT_BACKOFF_MAX_MS = 15_000;

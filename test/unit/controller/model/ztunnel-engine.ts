@@ -8,7 +8,7 @@ import type { AmbientModel } from '../../../../src/controller/model/ambient-mode
 import type * as pb from '../../../../src/shared/gen/authorization.ts';
 import type { RbacDecision } from '../../../../ztunnel/src/rbac/rbac.ts';
 import { evaluate } from '../../../../ztunnel/src/rbac/rbac.ts';
-import { formatIp } from '../../../../ztunnel/src/state/ip.ts';
+import { formatIp } from '../../../../src/shared/net/ip.ts';
 import { StateStore } from '../../../../ztunnel/src/state/store.ts';
 import type { Authorization, CidrAddress, Match, StringMatch } from '../../../../ztunnel/src/state/types.ts';
 import { newWorkload } from '../../../../ztunnel/src/state/types.ts';

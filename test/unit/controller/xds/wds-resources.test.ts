@@ -13,7 +13,7 @@ import {
 } from '../../../../src/controller/xds/wds-resources.ts';
 import { Authorization } from '../../../../src/shared/gen/authorization.ts';
 import { Address, Service, Workload } from '../../../../src/shared/gen/workload.ts';
-import { formatIp, isIpv4Mapped } from '../../../../ztunnel/src/state/ip.ts';
+import { formatIp, isIpv4Mapped } from '../../../../src/shared/net/ip.ts';
 
 t.test('formatIpBytes writes RFC 5952 text, the same as ztunnel canonicalises', async (t) => {
   t.equal(formatIpBytes(Uint8Array.of(10, 0, 0, 1)), '10.0.0.1');

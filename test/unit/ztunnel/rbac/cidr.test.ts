@@ -4,7 +4,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { cidrContains, parseCidrText } from '../../../../ztunnel/src/rbac/cidr.ts';
-import { parseIp } from '../../../../ztunnel/src/state/ip.ts';
+import { parseIp } from '../../../../src/shared/net/ip.ts';
 
 function contains(cidr: string, ip: string): boolean {
   const c = parseCidrText(cidr);

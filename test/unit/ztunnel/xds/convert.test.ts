@@ -8,7 +8,7 @@ import t from 'tap';
 import * as pbAuth from '../../../../src/shared/gen/authorization.ts';
 import * as pb from '../../../../src/shared/gen/workload.ts';
 import { parseStaticConfig } from '../../../../ztunnel/src/config/static-config.ts';
-import { parseIp } from '../../../../ztunnel/src/state/ip.ts';
+import { parseIp } from '../../../../src/shared/net/ip.ts';
 import type {
   Authorization,
   CidrAddress,

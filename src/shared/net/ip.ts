@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// IP address parsing and canonical text form for ztunnel's state indexes, routing and RBAC.
+// IP address parsing and canonical text form, shared by ztunnel (state indexes, routing, RBAC)
+// and the controller (Kubernetes and policy text to the raw bytes WDS carries).
 // Spec: ambient-protocols §3.5 (WDS carries addresses as raw 4/16-byte values; we keep canonical
 // strings), security-and-reliability A.6 (refuse loopback/link-local/multicast targets).
 //

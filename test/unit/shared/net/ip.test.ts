@@ -12,7 +12,7 @@ import {
   isMulticastOrBroadcast,
   isUnspecified,
   parseIp,
-} from '../../../../ztunnel/src/state/ip.ts';
+} from '../../../../src/shared/net/ip.ts';
 
 t.test('canonicalIp: valid inputs', async (t) => {
   const rows: [string, string][] = [

@@ -90,7 +90,7 @@ export interface NodeAgentOptions {
    */
   readonly releaseDrainMs?: number;
   /** Finds the netns of a running pod with no CNI ADD on record (proc-netns.ts in a cluster). */
-  readonly findNetns?: (uid: string) => string | undefined;
+  readonly findNetns?: (uid: string, podIps: readonly string[]) => string | undefined;
 }
 
 export interface NodeAgentEvents {
@@ -537,7 +537,8 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       // A pod we never saw an ADD for predates the agent (or the mesh): find it through /proc.
       // One still being created has no process yet; its ADD is on the way.
       const netns =
-        this.#netnsOf(uid) ?? (pod.status?.phase === 'Running' ? this.#o.findNetns?.(uid) : undefined);
+        this.#netnsOf(uid) ??
+        (pod.status?.phase === 'Running' ? this.#o.findNetns?.(uid, podIpsOf(pod)) : undefined);
       if (netns === undefined) {
         this.#log.debug({ pod: podName(pod), uid }, 'should be enrolled; waiting for its CNI ADD');
         return;
@@ -731,4 +732,12 @@ function sameNetns(path: string, inode: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** status.podIPs, or the older status.podIP. */
+function podIpsOf(pod: V1Pod): string[] {
+  const ips = (pod.status?.podIPs ?? []).map((p) => p.ip).filter((ip) => ip !== '');
+  if (ips.length === 0 && pod.status?.podIP !== undefined && pod.status.podIP !== '')
+    ips.push(pod.status.podIP);
+  return ips;
 }

@@ -80,7 +80,9 @@ async function run(cfg: AgentConfig, log: Logger): Promise<void> {
     releaseDrainMs: (cfg.ztunnelDrainSeconds + 5) * 1000,
     // In a cluster, pods that predate the agent are found through /proc; local mode's pods all
     // come through the CNI chain.
-    ...(cfg.manifestDirs === undefined && { findNetns: (uid: string) => findPodNetns(uid) }),
+    ...(cfg.manifestDirs === undefined && {
+      findNetns: (uid: string, podIps: readonly string[]) => findPodNetns(uid, { podIps }),
+    }),
   });
   await agent.start();
   const zds = ZdsServer.listen({ path: cfg.ztunnelUds, snapshot: () => agent.snapshot(), logger: log });

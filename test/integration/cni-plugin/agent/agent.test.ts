@@ -70,11 +70,14 @@ interface Rig {
   redirector: RecordingRedirector;
   registryPath: string;
   newAgent(): Promise<NodeAgent>;
+  /** What the agent asked its /proc scan. */
+  findNetnsCalls: { uid: string; podIps: string[] }[];
 }
 
 async function rig(t: Test, prepare?: (view: MemoryClusterView) => void): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), 'agent-test-'));
   const registryPath = join(dir, 'pods.json');
+  const findNetnsCalls: { uid: string; podIps: string[] }[] = [];
   const view = new MemoryClusterView();
   view.setNamespace({ metadata: { name: 'apps', labels: { 'istio.io/dataplane-mode': 'ambient' } } });
   view.setNamespace({ metadata: { name: 'legacy' } });
@@ -94,7 +97,10 @@ async function rig(t: Test, prepare?: (view: MemoryClusterView) => void): Promis
       pendingRetryMs: 50,
       podLookupMs: 200,
       releaseDrainMs: 150,
-      findNetns: (uid) => (uid === 'uid-predates' ? NETNS : undefined),
+      findNetns: (uid, podIps) => {
+        findNetnsCalls.push({ uid, podIps: [...podIps] });
+        return uid === 'uid-predates' ? NETNS : undefined;
+      },
     });
     agents.push(a);
     await a.start();
@@ -105,7 +111,7 @@ async function rig(t: Test, prepare?: (view: MemoryClusterView) => void): Promis
     for (const a of agents) await a.stop();
     rmSync(dir, { recursive: true, force: true });
   });
-  return { agent, view, zds, redirector, registryPath, newAgent };
+  return { agent, view, zds, redirector, registryPath, newAgent, findNetnsCalls };
 }
 
 function annotationOf(view: MemoryClusterView, key: string): string | undefined {
@@ -386,9 +392,17 @@ t.test('a deleted pod is dropped from ztunnel and from memory', async (t) => {
 
 t.test('a running pod that predates the agent is found through /proc and enrolled', async (t) => {
   const r = await rig(t);
-  r.view.setPod({ ...pod('predates'), status: { phase: 'Running' } });
+  r.view.setPod({
+    ...pod('predates'),
+    status: { phase: 'Running', podIP: '198.18.5.7', podIPs: [{ ip: '198.18.5.7' }, { ip: 'fd00::7' }] },
+  });
   await waitFor(() => annotationOf(r.view, 'apps/predates') === 'enabled', 'enrolment');
   t.equal(r.redirector.applied.length, 1, 'rules applied without a CNI ADD');
+  t.same(
+    r.findNetnsCalls.find((c) => c.uid === 'uid-predates')?.podIps,
+    ['198.18.5.7', 'fd00::7'],
+    'the /proc scan is given the pod IPs to check the namespace against',
+  );
   r.view.setPod({ ...pod('unknown'), status: { phase: 'Running' } });
   await new Promise((res) => setTimeout(res, 200));
   t.equal(annotationOf(r.view, 'apps/unknown'), undefined, 'a pod whose netns cannot be found waits');

@@ -216,7 +216,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       );
     }
     const started = performance.now();
-    const pod = await this.#lookupPod(ev.podNamespace, ev.podName);
+    const pod = await this.#lookupPod(ev.podNamespace, ev.podName, ev.podUid);
     const uid = pod.metadata?.uid;
     if (uid === undefined || uid === '') {
       throw new EnrolmentError(
@@ -285,7 +285,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
    * must be held by the agent with this very netns (its rules installed, handed to ztunnel).
    */
   async handleCheck(ev: SandboxEvent): Promise<{ ok: boolean; reason?: string }> {
-    const pod = await this.#lookupPod(ev.podNamespace, ev.podName);
+    const pod = await this.#lookupPod(ev.podNamespace, ev.podName, ev.podUid);
     const uid = pod.metadata?.uid ?? '';
     const ns = await this.#lookupNamespace(ev.podNamespace, pod);
     const decision = decideEnrolment(pod, ns, this.#o.policy);
@@ -646,10 +646,10 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     await this.#o.registry.set(record(pod, uid, netnsPath, inode, enrolled));
   }
 
-  async #lookupPod(namespace: string, name: string): Promise<V1Pod> {
+  async #lookupPod(namespace: string, name: string, uid: string | undefined): Promise<V1Pod> {
     const deadline = Date.now() + (this.#o.podLookupMs ?? 5000);
     for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
-      const pod = await this.#o.view.getPod(namespace, name);
+      const pod = await this.#o.view.getPod(namespace, name, uid);
       if (pod !== undefined) return pod;
       if (Date.now() >= deadline) {
         throw new EnrolmentError(

@@ -28,9 +28,11 @@ export interface ClusterView extends EventEmitter<ClusterViewEvents> {
   /**
    * The pod, fresh from the source when the cache does not have it yet (a CNI ADD can arrive
    * before the informer sees the pod). Rejects when the source cannot be reached, so the caller
-   * fails closed instead of reading "unknown" as "not in the mesh" (checklist D.61).
+   * fails closed instead of reading "unknown" as "not in the mesh" (checklist D.61). With `uid`
+   * (the CNI ADD's K8S_POD_UID), a cached pod of another uid is not taken: the cache may still hold
+   * the pod a recreated one (same name) replaced, so the source is asked.
    */
-  getPod(namespace: string, name: string): Promise<V1Pod | undefined>;
+  getPod(namespace: string, name: string, uid?: string): Promise<V1Pod | undefined>;
   /** Like getPod, for a namespace. */
   getNamespace(name: string): Promise<V1Namespace | undefined>;
   /** Sets (string) or removes (null) annotations on a pod. */

@@ -75,9 +75,10 @@ export class KubeClusterView extends EventEmitter<ClusterViewEvents> implements 
     return this.#nsCache.get(name);
   }
 
-  async getPod(namespace: string, name: string): Promise<V1Pod | undefined> {
+  async getPod(namespace: string, name: string, uid?: string): Promise<V1Pod | undefined> {
     const cached = this.#podCache.get(`${namespace}/${name}`);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined && (uid === undefined || uid === '' || cached.metadata?.uid === uid))
+      return cached;
     try {
       return await this.#api.readNamespacedPod({ name, namespace });
     } catch (e) {

@@ -89,3 +89,36 @@ t.test('node-scoped pods, fresh reads, namespace events and annotation patches',
     'never an event for another node’s pod',
   );
 });
+
+t.test('a pod recreated under the same name: the ADD’s uid reads past the stale cache', async (t) => {
+  const api = await startKubeApi();
+  api.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'apps' } });
+  api.create(pod('web-0', 'node-0'));
+  const view = new KubeClusterView(kubeConfigFor(api), 'node-0');
+  t.teardown(async () => {
+    api.releaseWatches();
+    await view.stop();
+    await api.close();
+  });
+  await view.start();
+  const oldUid = [...view.pods()].find((p) => p.metadata?.name === 'web-0')?.metadata?.uid;
+  t.ok(oldUid, 'cached');
+  // A StatefulSet replaces the pod; the informer has not seen it yet (its watch is cut and the
+  // re-watch held, so the cache stays as it was).
+  api.holdWatches();
+  api.closeWatches();
+  api.remove('v1', 'Pod', 'apps', 'web-0');
+  const newUid = (api.create(pod('web-0', 'node-0')).metadata as { uid: string }).uid;
+  t.not(newUid, oldUid);
+  t.equal((await view.getPod('apps', 'web-0'))?.metadata?.uid, oldUid, 'without a uid: the cache, as before');
+  t.equal(
+    (await view.getPod('apps', 'web-0', newUid))?.metadata?.uid,
+    newUid,
+    'with the new uid: read from the API, not reported as a stale sandbox',
+  );
+  t.equal(
+    (await view.getPod('apps', 'web-0', oldUid))?.metadata?.uid,
+    oldUid,
+    'a matching cached pod is taken',
+  );
+});

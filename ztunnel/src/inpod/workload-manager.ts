@@ -12,8 +12,6 @@
 // Certificates: each pod's identity is counted over the pods holding it; when the last such pod
 // is removed, the CertificateManager forgets the identity (upstream does the same when the last
 // workload with that identity leaves the node), so its certificate is neither kept nor refreshed.
-// A pod's identity is its ZDS service account's until WDS says otherwise (workload-proxy.ts);
-// the count follows a proxy that switches.
 //
 // After stopAll() (shutdown) the manager takes no more pods: add() refuses, and a start still in
 // flight stops its proxy as soon as it is up.
@@ -52,8 +50,8 @@ export interface WorkloadManagerOptions {
 
 interface Entry {
   readonly info: PodInfo;
-  /** The pod's SPIFFE identity (its certificate): ZDS's, or WDS's once they disagree. */
-  identity: string;
+  /** The pod's SPIFFE identity (its certificate). */
+  readonly identity: string;
   readonly netns: NetnsRef;
   readonly sockets: ManagedSocketFactory;
   proxy: WorkloadProxy | undefined;
@@ -206,8 +204,6 @@ export class WorkloadManager extends EventEmitter<WorkloadManagerEvents> {
     {
       state: string;
       info: { name: string; namespace: string; serviceAccount: string };
-      /** The identity the pod's connections present: from `info`, unless WDS says otherwise. */
-      identity: string;
       connections: number;
       error?: string;
     }
@@ -217,7 +213,6 @@ export class WorkloadManager extends EventEmitter<WorkloadManagerEvents> {
       out[uid] = {
         state: e.state,
         info: { name: e.info.name, namespace: e.info.namespace, serviceAccount: e.info.serviceAccount },
-        identity: e.identity,
         connections: e.proxy?.connections ?? 0,
         ...(e.lastError !== undefined && { error: e.lastError }),
       };
@@ -258,9 +253,7 @@ export class WorkloadManager extends EventEmitter<WorkloadManagerEvents> {
       clearTimeout(e.retry);
       e.retry = undefined;
     }
-    const proxy = new WorkloadProxy(this.#ctx, e.info, e.sockets, this.#opts.ports, {
-      onIdentityChange: (_from, to) => this.#moveIdentity(e, to),
-    });
+    const proxy = new WorkloadProxy(this.#ctx, e.info, e.sockets, this.#opts.ports);
     try {
       await proxy.start();
     } catch (err) {
@@ -283,7 +276,6 @@ export class WorkloadManager extends EventEmitter<WorkloadManagerEvents> {
       await proxy.stop(0);
       return;
     }
-    this.#moveIdentity(e, proxy.identity);
     e.proxy = proxy;
     e.state = 'Up';
     e.lastError = undefined;
@@ -293,16 +285,6 @@ export class WorkloadManager extends EventEmitter<WorkloadManagerEvents> {
       'workload proxy started',
     );
     this.#updateGauges();
-  }
-
-  /** The pod's proxy runs as `to` now (WDS gave another service account): the count follows. */
-  #moveIdentity(e: Entry, to: string): void {
-    // Only while the entry is the pod's: a deleted one has released its identity already.
-    if (this.#entries.get(e.info.uid) !== e || e.identity === to) return;
-    const previous = e.identity;
-    e.identity = to;
-    this.#holdIdentity(to);
-    this.#releaseIdentity(previous);
   }
 
   #holdIdentity(identity: string): void {

@@ -14,19 +14,20 @@
 //
 // Identity. The pod's identity comes from the ZDS WorkloadInfo the node agent sent with Add
 // (namespace and service account), so its certificate is fetched from the moment the proxy
-// starts, not from when WDS describes the pod. WDS has the last word: once WDS has a workload for
-// this pod (its name and namespace, on this node) whose service account differs, the proxy takes
-// WDS's service account, fetches that certificate, and new connections use it; a ZDS identity
-// WDS contradicts is never used again while WDS says so.
+// starts, not from when WDS describes the pod. The pod's own WDS workload is the one matching
+// (name, namespace, service account, node), as upstream matches it; a WDS entry of the same name
+// with another service account (stale: a deleted pod of that name, or the controller away) is
+// not the pod's, and its service account is never taken.
 //
 // The pod's own WDS workload. Outbound routing takes the source workload (spec §1.6), and WDS
 // learns of a new pod only after its CNI ADD (the pod IP is reported after the sandbox exists),
-// ~200 ms later on an idle node. Until then an outbound connection does not wait for it when the
-// destination is one WDS already knows as a mesh workload reached directly over HBONE (no
-// waypoint, no locality preference): the source is then taken from ZDS (namespace, service
-// account, this node; no workload name or labels, so its metrics say `unknown` for those). Every
-// other destination waits for the pod's own workload as before, up to workloadWaitMs, and is reset
-// without it (decision 6): a destination WDS does not know (passthrough) may be a mesh pod that
+// ~200 ms later on an idle node. Until then, while WDS has no workload of this pod's name at all on
+// this node, an outbound connection does not wait for it when the destination is one WDS already
+// knows as a mesh workload reached directly over HBONE (no waypoint, no locality preference): the
+// source is then taken from ZDS (namespace, service account, this node; no workload name or
+// labels, so its metrics say `unknown` for those). Every other case waits for the pod's own
+// workload as before, up to workloadWaitMs, and is reset without it (decision 6), including a
+// WDS entry of this name that disagrees with ZDS: a destination WDS does not know (passthrough) may be a mesh pod that
 // a store still filling up after a restart has not heard of yet (istio#42610). Inbound needs the
 // pod's own workload for its checks and policies, and waits for it as before.
 import type net from 'node:net';
@@ -37,7 +38,6 @@ import { errorMessage } from '../../../src/shared/errors.ts';
 import type { WorkloadCertificate } from '../../../src/shared/identity/cert-manager.ts';
 import { PORTS } from '../ports.ts';
 import { canonicalIp } from '../../../src/shared/net/ip.ts';
-import type { StateChange } from '../state/store.ts';
 import { newWorkload, type Workload } from '../state/types.ts';
 import type { PodInfo, ProxyContext } from '../proxy/context.ts';
 import { handleOutbound } from '../proxy/outbound.ts';
@@ -67,19 +67,12 @@ export function podIdentity(trustDomain: string, pod: Pick<PodInfo, 'namespace' 
   return `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
 }
 
-export interface WorkloadProxyHooks {
-  /** WDS gave the pod another service account than ZDS: its certificate is now `to`'s. */
-  readonly onIdentityChange?: (from: string, to: string) => void;
-}
-
 export class WorkloadProxy {
   /** The ZDS WorkloadInfo the proxy was started with. */
   readonly pod: PodInfo;
+  /** The pod's SPIFFE identity (its certificate), from ZDS. */
+  readonly identity: string;
   readonly #ctx: ProxyContext;
-  readonly #hooks: WorkloadProxyHooks;
-  /** The service account the pod's certificate is for: ZDS's, until WDS says otherwise. */
-  #serviceAccount: string;
-  #identity: string;
   readonly #sockets: SocketFactory;
   readonly #ports: WorkloadProxyPorts;
   readonly #open = new Set<Duplex>();
@@ -91,15 +84,8 @@ export class WorkloadProxy {
   #local: Workload | undefined;
   #localValid = false;
   #stopped = false;
-  readonly #onStoreChange = (change: StateChange): void => {
+  readonly #onStoreChange = (): void => {
     this.#localValid = false;
-    // A workload of this pod arrived or changed: look now, so a service account WDS disagrees on
-    // switches the certificate before the next connection needs it.
-    if (
-      change.kind === 'all' ||
-      (change.kind === 'workload' && change.op === 'upsert' && this.#isMine(change.key))
-    )
-      this.#findLocal();
   };
 
   constructor(
@@ -107,20 +93,12 @@ export class WorkloadProxy {
     pod: PodInfo,
     sockets: SocketFactory,
     ports: WorkloadProxyPorts = DEFAULT_PROXY_PORTS,
-    hooks: WorkloadProxyHooks = {},
   ) {
     this.#ctx = ctx;
     this.pod = pod;
     this.#sockets = sockets;
     this.#ports = ports;
-    this.#hooks = hooks;
-    this.#serviceAccount = pod.serviceAccount;
-    this.#identity = podIdentity(ctx.trustDomain, pod);
-  }
-
-  /** The SPIFFE identity the pod's connections present (see the file header). */
-  get identity(): string {
-    return this.#identity;
+    this.identity = podIdentity(ctx.trustDomain, pod);
   }
 
   /** Live proxied connections (both directions), for /config_dump and drain. */
@@ -136,8 +114,6 @@ export class WorkloadProxy {
   async start(): Promise<void> {
     const ctx = this.#ctx;
     ctx.store.on('changed', this.#onStoreChange);
-    // WDS may already know the pod (an agent or ztunnel restart): its service account wins.
-    this.#findLocal();
     ctx.certs.prefetch(this.identity);
     // The current certificate, never an expired one: what each new TLS session presents.
     const certificate = (): WorkloadCertificate => {
@@ -315,14 +291,14 @@ export class WorkloadProxy {
   }
 
   /**
-   * The source of an outbound connection: the pod's own WDS workload; before WDS has one, the
-   * pod as ZDS describes it when the destination is a known mesh workload reached directly over
-   * HBONE; otherwise the wait for WDS (see the file header).
+   * The source of an outbound connection: the pod's own WDS workload; while WDS has no workload
+   * of this name on this node, the pod as ZDS describes it when the destination is a known mesh
+   * workload reached directly over HBONE; otherwise the wait for WDS (see the file header).
    */
   #outboundSource(s: net.Socket): Promise<Workload | undefined> {
     const own = this.#findLocal();
     if (own !== undefined) return Promise.resolve(own);
-    const provisional = this.#provisionalSource(s);
+    const provisional = this.#namedInWds() ? undefined : this.#provisionalSource(s);
     return provisional !== undefined ? Promise.resolve(provisional) : this.#localWorkload();
   }
 
@@ -341,7 +317,7 @@ export class WorkloadProxy {
       // No workload name or labels: WDS has not said yet (metrics report `unknown`).
       name: '',
       namespace: this.pod.namespace,
-      serviceAccount: this.#serviceAccount,
+      serviceAccount: this.pod.serviceAccount,
       trustDomain: ctx.trustDomain,
       node: ctx.nodeName,
       network: ctx.network,
@@ -380,51 +356,24 @@ export class WorkloadProxy {
     });
   }
 
-  /**
-   * The pod's WDS workload on this node, by name and namespace; with the service account the
-   * proxy runs as, else (WDS disagrees with ZDS) the one WDS has, whose service account the proxy
-   * then takes.
-   */
   #findLocal(): Workload | undefined {
     if (this.#localValid) return this.#local;
     const p = this.pod;
-    const mine = this.#ctx.store
+    this.#local = this.#ctx.store
       .localWorkloads(this.#ctx.nodeName)
-      .filter((w) => w.name === p.name && w.namespace === p.namespace);
-    const w =
-      mine.find((x) => x.serviceAccount === this.#serviceAccount) ??
-      mine.find((x) => x.serviceAccount === p.serviceAccount) ??
-      mine[0];
-    this.#local = w;
+      .find((w) => w.name === p.name && w.namespace === p.namespace && w.serviceAccount === p.serviceAccount);
     this.#localValid = true;
-    if (w !== undefined && w.serviceAccount !== this.#serviceAccount)
-      this.#takeServiceAccount(w.serviceAccount);
-    return w;
+    return this.#local;
   }
 
-  #isMine(uid: string): boolean {
-    const w = this.#ctx.store.workload(uid);
-    return w !== undefined && w.name === this.pod.name && w.namespace === this.pod.namespace;
-  }
-
-  /** WDS wins: the certificate is `serviceAccount`'s from now on. */
-  #takeServiceAccount(serviceAccount: string): void {
-    const from = this.#identity;
-    const to = podIdentity(this.#ctx.trustDomain, { namespace: this.pod.namespace, serviceAccount });
-    this.#serviceAccount = serviceAccount;
-    this.#identity = to;
-    if (this.#stopped) return;
-    this.#ctx.logger.warn(
-      {
-        scope: 'inpod',
-        uid: this.pod.uid,
-        pod: `${this.pod.namespace}/${this.pod.name}`,
-        from,
-        to,
-      },
-      "WDS gives this pod another service account than the node agent did; using WDS's identity",
-    );
-    this.#ctx.certs.prefetch(to);
-    this.#hooks.onIdentityChange?.(from, to);
+  /**
+   * Whether WDS has any workload of this pod's name and namespace on this node: one that is not
+   * the pod's (another service account) means WDS and ZDS disagree, and nothing goes provisionally.
+   */
+  #namedInWds(): boolean {
+    const p = this.pod;
+    return this.#ctx.store
+      .localWorkloads(this.#ctx.nodeName)
+      .some((w) => w.name === p.name && w.namespace === p.namespace);
   }
 }

@@ -29,7 +29,7 @@ if ((${#missing[@]} > 0)); then
   # (exit 101), only if the machine has none, removed right after (and on any failure).
   policy=/usr/sbin/policy-rc.d
   own_policy=0
-  if [[ ! -e $policy ]]; then
+  if [[ ! -e $policy && ! -L $policy ]]; then
     printf '#!/bin/sh\n# scripts/bootstrap.sh: no service starts during its apt-get install\nexit 101\n' >"$policy"
     chmod 755 "$policy"
     own_policy=1

@@ -9,8 +9,9 @@
 //
 // A container can make network namespaces of its own (with CAP_SYS_ADMIN), so the first
 // candidate is not trusted blindly: the namespace chosen is the one that holds the pod's IP
-// (status.podIPs) as a local address, read from that process's /proc/<pid>/net view. Without
-// IPs to check, only an unambiguous answer (every candidate the same namespace) is taken.
+// (status.podIPs) as a local address, read from that process's /proc/<pid>/net view, and only
+// when exactly one does (a decoy can claim the pod IP too). Without IPs to check, only an
+// unambiguous answer (every candidate the same namespace) is taken.
 // Anything else finds nothing: the pod waits (fails closed) rather than getting rules in a decoy.
 import { readFileSync, readdirSync } from 'node:fs';
 import { closeFd, netnsInode, openNetns } from '../../../src/shared/native/index.ts';
@@ -52,10 +53,12 @@ export function findPodNetns(uid: string, opts: FindPodNetnsOptions = {}): strin
     const [only, ...more] = [...candidates.values()];
     return only !== undefined && more.length === 0 ? `${only}/ns/net` : undefined;
   }
-  for (const pidDir of candidates.values()) {
-    if (localAddresses(pidDir).some((ip) => wanted.has(ip))) return `${pidDir}/ns/net`;
-  }
-  return undefined;
+  // Every namespace that holds a pod IP: a container can put the pod's address on an interface
+  // of a namespace of its own, so two of them are as ambiguous as none.
+  const holding = [...candidates.values()].filter((pidDir) =>
+    localAddresses(pidDir).some((ip) => wanted.has(ip)),
+  );
+  return holding.length === 1 ? `${holding[0]}/ns/net` : undefined;
 }
 
 /**

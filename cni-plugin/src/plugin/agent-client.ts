@@ -73,6 +73,7 @@ function dechunk(buf: Buffer): Buffer | string | undefined {
     size += n;
     if (size > MAX_EVENT_BYTES) return `its answer is larger than ${MAX_EVENT_BYTES} bytes`;
     if (buf.length < eol + 2 + n + 2) return undefined;
+    if (buf[eol + 2 + n] !== 0x0d || buf[eol + 2 + n + 1] !== 0x0a) return 'its chunked answer is malformed';
     parts.push(buf.subarray(eol + 2, eol + 2 + n));
     at = eol + 2 + n + 2;
   }
@@ -96,6 +97,10 @@ function parseAnswer(buf: Buffer, ended: boolean): Parsed {
   const status = /^HTTP\/1\.[01] (\d{3})(?: |$)/.exec(lines[0] ?? '');
   if (status?.[1] === undefined) {
     return { done: true, error: `its answer is not HTTP/1.1: ${JSON.stringify(lines[0]?.slice(0, 60))}` };
+  }
+  if (status[1].startsWith('1')) {
+    // An interim answer (100 Continue and the like): the final one follows it.
+    return parseAnswer(buf.subarray(headEnd + 4), ended);
   }
   let length: number | undefined;
   let chunked = false;

@@ -244,6 +244,12 @@ class NetnsRules {
   }
 
   #run(commands: readonly BatchCommand[], stopOnFailure: boolean): Promise<(CommandResult | undefined)[]> {
+    if (this.#session?.dead === true) {
+      // Killed by a timeout or its output cap, or exited: the next batch (a rollback, say) gets
+      // a shell of its own instead of reporting every command as not run.
+      void this.#session.close().catch(() => undefined);
+      this.#session = undefined;
+    }
     this.#session ??= CommandSession.open({
       netnsPath: this.#netns,
       ...(this.#timeoutMs !== undefined ? { timeoutMs: this.#timeoutMs } : {}),

@@ -172,6 +172,8 @@ export interface SessionOptions {
   netnsPath?: string;
   /** Per-command timeout (default 30 s): a batch may take this long per command in it. */
   timeoutMs?: number;
+  /** Output (both streams) one batch may print before the session is killed (default MAX_BATCH_OUTPUT). */
+  maxOutputBytes?: number;
 }
 
 interface Pending {
@@ -197,9 +199,12 @@ export class CommandSession {
   readonly #prefix: string;
   readonly #nonce = randomBytes(12).toString('hex');
   readonly #timeoutMs: number;
-  #out = '';
-  #err = '';
+  readonly #maxOutput: number;
+  readonly #out = new MarkedStream();
+  readonly #err = new MarkedStream();
   #batches = 0;
+  #closed = false;
+  #overflow = false;
   #pending: Pending | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
@@ -209,6 +214,7 @@ export class CommandSession {
 
   private constructor(opts: SessionOptions) {
     this.#timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#maxOutput = opts.maxOutputBytes ?? MAX_BATCH_OUTPUT;
     const sh = requireBinary('sh', 'install a POSIX shell (dash or bash)');
     let file = sh;
     let argv = ['-s'];
@@ -227,11 +233,11 @@ export class CommandSession {
     this.#child.stdout.setEncoding('utf8');
     this.#child.stderr.setEncoding('utf8');
     this.#child.stdout.on('data', (d: string) => {
-      this.#out += d;
+      this.#out.push(d);
       this.#check();
     });
     this.#child.stderr.on('data', (d: string) => {
-      this.#err += d;
+      this.#err.push(d);
       this.#check();
     });
     // EPIPE when the shell is gone: its exit tells the story.
@@ -251,6 +257,14 @@ export class CommandSession {
     });
   }
 
+  /**
+   * True once the shell is gone or was killed (timeout, output cap, exit): it runs nothing more,
+   * and a caller that still has work opens a new session.
+   */
+  get dead(): boolean {
+    return this.#exit !== undefined || this.#timedOut || this.#overflow || this.#spawnError !== undefined;
+  }
+
   /** Starts the shell (inside `netnsPath` when given). */
   static open(opts: SessionOptions = {}): CommandSession {
     return new CommandSession(opts);
@@ -265,6 +279,7 @@ export class CommandSession {
     commands: readonly BatchCommand[],
     opts: { stopOnFailure?: boolean } = {},
   ): Promise<(CommandResult | undefined)[]> {
+    if (this.#closed) return Promise.reject(new Error('the command session is closed'));
     const next = this.#queue.then(() => this.#runNow(commands, opts.stopOnFailure ?? false));
     this.#queue = next.catch(() => undefined);
     return next;
@@ -272,6 +287,7 @@ export class CommandSession {
 
   /** Ends the shell's input and waits for it to exit. */
   async close(): Promise<void> {
+    this.#closed = true;
     await this.#queue;
     this.#child.stdin.end();
     await this.#exited;
@@ -285,6 +301,10 @@ export class CommandSession {
     // Give the spawn a chance to fail (ENOENT) before reporting every command as killed.
     if (this.#batches === 0) await new Promise((resolve) => setImmediate(resolve));
     if (this.#spawnError !== undefined) throw this.#spawnError;
+    if (this.dead && this.#exit === undefined) {
+      // Killed (timeout, output cap) but not yet reaped: wait, so the batch ends as dead.
+      await this.#exited;
+    }
     const tag = `@@${this.#nonce} ${++this.#batches}`;
     const delim = `AMBIENT_EOF_${this.#nonce}`;
     const lines: string[] = ['__ok=1'];
@@ -317,15 +337,18 @@ export class CommandSession {
     const end = `printf '\\n%s end\\n' '${tag}'`;
     lines.push(end, `${end} >&2`, '');
     return new Promise((resolve) => {
-      const timer = setTimeout(() => this.#kill(), this.#timeoutMs * commands.length);
+      const timer = setTimeout(() => this.#kill('timeout'), this.#timeoutMs * commands.length);
       this.#pending = { tag, commands, resolve, timer };
+      this.#out.expect(`\n${tag} end\n`);
+      this.#err.expect(`\n${tag} end\n`);
       if (this.#exit !== undefined) this.#finishDead();
       else this.#child.stdin.write(lines.join('\n'));
     });
   }
 
-  #kill(): void {
-    this.#timedOut = true;
+  #kill(why: 'timeout' | 'overflow'): void {
+    if (why === 'timeout') this.#timedOut = true;
+    else this.#overflow = true;
     const pid = this.#child.pid;
     try {
       if (pid !== undefined) process.kill(-pid, 'SIGKILL');
@@ -338,24 +361,20 @@ export class CommandSession {
   #check(): void {
     const p = this.#pending;
     if (p === undefined) return;
-    const endMark = `\n${p.tag} end\n`;
-    const oe = this.#out.indexOf(endMark);
-    const ee = this.#err.indexOf(endMark);
-    if (oe === -1 || ee === -1) return;
-    const out = this.#out.slice(0, oe);
-    const err = this.#err.slice(0, ee);
-    this.#out = this.#out.slice(oe + endMark.length);
-    this.#err = this.#err.slice(ee + endMark.length);
-    this.#settle(p, out, err, false);
+    if (!this.#overflow && this.#out.length + this.#err.length > this.#maxOutput) {
+      // A netns whose listings are this large is hostile or broken; the batch fails (closed).
+      this.#kill('overflow');
+      return;
+    }
+    if (!this.#out.found || !this.#err.found) return;
+    this.#settle(p, this.#out.take(), this.#err.take(), false);
   }
 
   /** The shell is gone: the pending batch ends with what it printed. */
   #finishDead(): void {
     const p = this.#pending;
     if (p === undefined) return;
-    this.#settle(p, this.#out, this.#err, true);
-    this.#out = '';
-    this.#err = '';
+    this.#settle(p, this.#out.drain(), this.#err.drain(), true);
   }
 
   #settle(p: Pending, out: string, err: string, dead: boolean): void {
@@ -383,15 +402,20 @@ export class CommandSession {
       } else if (dead && ran) {
         // The command running when the shell died (our timeout, a kill from outside), or the
         // first one, when nsenter could not enter the netns: how the process ended, and its
-        // stderr, say which.
+        // stderr, say which. Never a success: a shell that ended with status 0 ran nothing.
         ran = false;
         const signal = this.#exit?.signal ?? null;
+        const code = this.#exit?.code ?? null;
         results.push({
           command,
-          code: signal === null ? (this.#exit?.code ?? null) : null,
+          code: signal === null && code !== 0 ? code : null,
           signal,
           stdout: outs.rest,
-          stderr: errs.rest,
+          stderr:
+            errs.rest +
+            (this.#overflow
+              ? `\n(the command session printed more than ${this.#maxOutput} bytes in one batch and was killed)`
+              : ''),
           timedOut: this.#timedOut,
         });
       } else {
@@ -400,6 +424,70 @@ export class CommandSession {
       }
     });
     p.resolve(results);
+  }
+}
+
+/** Bytes of output (both streams) one batch may print before the session is killed. */
+export const MAX_BATCH_OUTPUT = 64 * 1024 * 1024;
+
+/**
+ * One stream of a session: chunks kept as they come and searched for the batch's end marker in
+ * the new text only (plus the marker's length of what came before), so a batch costs time linear
+ * in its output however it is chunked.
+ */
+class MarkedStream {
+  #parts: string[] = [];
+  #length = 0;
+  #tail = '';
+  #mark = '';
+  #found = false;
+
+  get length(): number {
+    return this.#length;
+  }
+
+  get found(): boolean {
+    return this.#found;
+  }
+
+  /** The end marker of the batch now running. */
+  expect(mark: string): void {
+    this.#mark = mark;
+    this.#found = false;
+    this.#tail = '';
+  }
+
+  push(d: string): void {
+    this.#parts.push(d);
+    this.#length += d.length;
+    if (this.#found || this.#mark === '') return;
+    const window = this.#tail + d;
+    if (window.includes(this.#mark)) this.#found = true;
+    else this.#tail = window.slice(-(this.#mark.length - 1));
+  }
+
+  /** The batch's text before its end marker; what follows it is kept. */
+  take(): string {
+    const all = this.#parts.join('');
+    const at = all.indexOf(this.#mark);
+    const rest = all.slice(at + this.#mark.length);
+    this.#parts = rest === '' ? [] : [rest];
+    this.#length = rest.length;
+    this.#mark = '';
+    this.#found = false;
+    this.#tail = '';
+    return all.slice(0, at);
+  }
+
+  /** Everything (the shell is gone). */
+  drain(): string {
+    const all = this.#parts.join('');
+    this.#parts = [];
+    this.#length = 0;
+    this.#mark = '';
+    this.#found = false;
+    this.#tail = '';
+    return all;
   }
 }
 

@@ -155,8 +155,9 @@ export function relay(a: Duplex, b: Duplex): Promise<RelayResult> {
           dst.cork();
           process.nextTick(uncork);
         }
-        dst.write(chunk);
-        if (dst.writableLength >= RELAY_BUFFER_BYTES) src.pause();
+        // Paused only when write() also said "full": then 'drain' is sure to follow, whatever the
+        // destination's own high-water mark (below RELAY_BUFFER_BYTES, it has said so since).
+        if (!dst.write(chunk) && dst.writableLength >= RELAY_BUFFER_BYTES) src.pause();
       });
       dst.on('drain', () => src.resume());
       const propagateEnd = (): void => {

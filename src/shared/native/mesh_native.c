@@ -377,17 +377,44 @@ static void format_addr(const sockaddr_any *a, char *buf, size_t size) {
 // a close of /proc/thread-self/ns/net. A thread always returns to it (or the process aborts,
 // below), so the first netns a thread is seen in stays its own.
 static __thread int home_netns_fd = -1;
+static __thread dev_t home_netns_dev;
+static __thread ino_t home_netns_ino;
+
+// The calling thread's own netns fd, opened on first use. Checked against the namespace it was
+// opened for before each use: should some code close it by mistake and the number be reused
+// (say, by a pod's netns fd), it is opened afresh instead of leading setns astray. Kept at a high
+// descriptor number, out of the way of the low ones that get reused first.
+static int home_netns(void) {
+  struct stat st;
+  if (home_netns_fd >= 0 && fstat(home_netns_fd, &st) == 0 && st.st_dev == home_netns_dev &&
+      st.st_ino == home_netns_ino)
+    return home_netns_fd;
+  int fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+  if (high >= 0) {
+    close(fd);
+    fd = high;
+  }
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  home_netns_dev = st.st_dev;
+  home_netns_ino = st.st_ino;
+  home_netns_fd = fd;
+  return fd;
+}
 
 static sys_result create_tcp_socket(int netns_fd, int family, int *out_fd) {
   sys_result r = {0, NULL};
   int domain = family == 6 ? AF_INET6 : AF_INET;
   int saved = -1;
   if (netns_fd >= 0) {
-    if (home_netns_fd < 0) {
-      home_netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-      if (home_netns_fd < 0) return (sys_result){errno, "open(/proc/thread-self/ns/net)"};
-    }
-    saved = home_netns_fd;
+    saved = home_netns();
+    if (saved < 0) return (sys_result){errno, "open(/proc/thread-self/ns/net)"};
     if (setns(netns_fd, CLONE_NEWNET) != 0) return (sys_result){errno, "setns"};
   }
   int fd = socket(domain, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);

@@ -93,6 +93,10 @@ t.test('stunnel and hbone carry the nginx and sockperf targets; floors read the 
   }
   t.match(out.stdout, /requests\/s \(wrk → nginx\) ≥ 0\.50× direct\s+[\d.]+×\s+(pass|BELOW)/);
   t.match(out.stdout, /added p50 \(sockperf\) ≤ 250 µs\s+-?[\d.]+ µs\s+(pass|BELOW)/);
+  t.ok(
+    toolServerPids(out.stderr).size > 0,
+    'the log named the tool servers (so the check below can see them)',
+  );
   t.same(leftoverToolServers(out.stderr), [], 'no nginx or sockperf server left running');
 });
 

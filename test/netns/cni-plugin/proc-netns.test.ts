@@ -106,6 +106,21 @@ t.test('a process of the pod in a namespace of its own: only the one with the po
   );
   t.equal(findPodNetns(other, { procRoot: proc, podIps: ['198.18.77.9'] }), join(proc, '150', 'ns', 'net'));
   t.equal(findPodNetns(other, { procRoot: proc, podIps: ['198.18.1.1'] }), undefined, 'neither holds it');
+  t.equal(
+    findPodNetns(other, { procRoot: proc, podIps: ['198.18.77.5', '198.18.77.9'] }),
+    undefined,
+    'both hold an IP of the pod: as ambiguous as none',
+  );
+});
+
+t.test('a decoy that claims the pod IP too makes the answer ambiguous: nothing', async (t) => {
+  const uid3 = 'c0ffee00-2d3f-4a5b-8c6d-7e8f9a0b1c2d';
+  // The decoy carries the pod's address on an interface of its own namespace, and comes first.
+  run(['-n', decoy, 'addr', 'add', '198.18.77.5/32', 'dev', 'lo']);
+  t.teardown(() => run(['-n', decoy, 'addr', 'del', '198.18.77.5/32', 'dev', 'lo']));
+  fakeProcess(160, systemd(uid3), decoy);
+  fakeProcess(260, systemd(uid3), ns);
+  t.equal(findPodNetns(uid3, { procRoot: proc, podIps: ['198.18.77.5'] }), undefined);
 });
 
 t.test('an unknown uid, or a malformed one, finds nothing', async (t) => {

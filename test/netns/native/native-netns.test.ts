@@ -11,7 +11,7 @@
 //   (e) IP_TRANSPARENT + foreign source to the app in A, replies via connmark + table 100
 // Every namespace carries the prefix amt-<pid>- and is deleted in teardown, even on failure.
 import { execFileSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { closeSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import net from 'node:net';
 import t from 'tap';
 
@@ -240,6 +240,17 @@ if (process.getuid?.() !== 0) {
       t.equal(elsewhere, 0, 'each of 200 sockets lives in the namespace asked for');
       t.equal(fds(), before, 'no descriptor left behind');
       t.equal(statSync('/proc/thread-self/ns/net').ino, own, 'thread still in the root netns');
+      // The kept way back, closed by mistake elsewhere: the next socket opens a new one instead
+      // of failing to return (which would abort the process).
+      const home = readdirSync('/proc/self/fd')
+        .map(Number)
+        .filter((fd) => fd >= 512 && /^net:\[\d+\]$/.test(readlinkSync(`/proc/self/fd/${fd}`)));
+      t.equal(home.length, 1, 'one kept descriptor for the way back, at a high number');
+      for (const fd of home) closeSync(fd);
+      const again = socketForConnect({ netnsFd: nsB, family: 4 });
+      t.equal(socketNetnsInode(again), netnsInode(nsB), 'a socket in B again');
+      closeFd(again);
+      t.equal(statSync('/proc/thread-self/ns/net').ino, own, 'and home again');
     },
   );
 

@@ -87,6 +87,15 @@ t.test('answers split into single bytes, chunked, or delimited by the close', as
   });
   t.same(await postToAgent(chunked, '/cmdadd', {}, 5000), { status: 200, body: BODY });
 
+  const interim = await rawServer(t, (s) =>
+    s.end(`HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: ${BODY.length}\r\n\r\n${BODY}`),
+  );
+  t.same(
+    await postToAgent(interim, '/cmdadd', {}, 5000),
+    { status: 200, body: BODY },
+    'an interim 1xx is skipped',
+  );
+
   const closeDelimited = await rawServer(t, (s) => s.end(`HTTP/1.0 503 Service Unavailable\r\n\r\n${BODY}`));
   t.same(await postToAgent(closeDelimited, '/cmdadd', {}, 5000), { status: 503, body: BODY });
 });
@@ -106,6 +115,12 @@ t.test('broken answers are CNI errors naming the socket', async (t) => {
       (s) => s.end(`HTTP/1.1 200 OK\r\nContent-Length: ${200 * 1024}\r\n\r\n${'x'.repeat(200 * 1024)}`),
       CNI_CODES.agentBadReply,
       /more than 65536 bytes|larger than 65536 bytes/,
+    ],
+    [
+      'chunk data not followed by CRLF',
+      (s) => s.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n'),
+      CNI_CODES.agentBadReply,
+      /chunked answer is malformed/,
     ],
     [
       'an encoding it does not read',

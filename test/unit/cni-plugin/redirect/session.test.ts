@@ -128,7 +128,7 @@ t.test('a batch past its deadline kills the shell and the command it runs', asyn
   const dir = mkdtempSync(join(tmpdir(), 'session-test-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const pidFile = join(dir, 'pid');
-  const s = CommandSession.open({ timeoutMs: 150 });
+  const s = CommandSession.open({ timeoutMs: 400 });
   const started = performance.now();
   const r = await s.run([sh('echo before'), sh(`echo $$ > ${pidFile}; exec sleep 30`), sh('echo after')]);
   t.ok(performance.now() - started < 5_000, 'ended at the deadline, not after the sleep');
@@ -150,10 +150,56 @@ t.test('a batch past its deadline kills the shell and the command it runs', asyn
     alive = running();
   }
   t.notOk(alive, 'the sleeping command was killed with the shell (its process group)');
+  t.equal(s.dead, true, 'the session says it is dead');
   const again = await s.run([sh('echo x')]);
   t.match(again[0], { code: null }, 'a dead session reports every later command as not having run');
   await s.close();
+  await t.rejects(s.run([sh('echo x')]), /closed/, 'a closed session refuses new batches');
 });
+
+t.test('a shell that dies mid-batch reports no success for what it did not run', async (t) => {
+  const s = CommandSession.open();
+  const r = await s.run([
+    sh('echo one'),
+    { cmd: '/bin/sh', args: ['-c', 'kill -TERM $PPID; sleep 5'] },
+    sh('echo three'),
+  ]);
+  t.match(r[0], { code: 0, stdout: 'one\n' });
+  t.not(r[1]?.code, 0, 'the command the shell died under is not a success');
+  t.equal(r[2], undefined, 'the rest did not run');
+  t.equal(s.dead, true);
+  const killed = CommandSession.open();
+  const z = await killed.run([sh('echo a'), { cmd: '/bin/sh', args: ['-c', 'kill -KILL $PPID'] }]);
+  t.match(z[0], { code: 0 });
+  t.not(z[1]?.code, 0);
+  await s.close();
+  await killed.close();
+});
+
+t.test(
+  'output is searched in linear time and capped: a flood kills the session, the batch fails',
+  async (t) => {
+    const s = CommandSession.open({ maxOutputBytes: 4 * 1024 * 1024 });
+    // Many small chunks, with text that looks like a marker but carries no nonce.
+    const [ok] = await s.run([
+      sh("i=0; while [ $i -lt 2000 ]; do printf '\\n@@ffff 0 0\\nline %d\\n' $i; i=$((i+1)); done"),
+    ]);
+    t.equal(ok?.code, 0);
+    t.equal(
+      ok?.stdout.split('\n').filter((l) => l.startsWith('line ')).length,
+      2000,
+      'every line, fake markers kept as text',
+    );
+    const started = performance.now();
+    const [flood, after] = await s.run([sh('head -c 8000000 /dev/zero | tr "\\0" a'), sh('echo after')]);
+    t.ok(performance.now() - started < 10_000, 'killed promptly');
+    t.not(flood?.code, 0, 'the flooding command failed');
+    t.match(flood?.stderr, /printed more than 4194304 bytes/, 'and says why');
+    t.equal(after, undefined, 'the rest did not run');
+    t.equal(s.dead, true);
+    await s.close();
+  },
+);
 
 t.test('a netns nsenter cannot enter: the first command reports why, the rest did not run', async (t) => {
   const s = CommandSession.open({ netnsPath: '/nonexistent/netns' });

@@ -101,7 +101,14 @@ export class KubeClusterView extends EventEmitter<ClusterViewEvents> implements 
       {
         name: pod.metadata?.name ?? '',
         namespace: pod.metadata?.namespace ?? 'default',
-        body: { metadata: { annotations } },
+        // The uid makes the patch conditional (409 Conflict otherwise): an annotation decided for
+        // one pod must never land on a pod recreated under the same name meanwhile.
+        body: {
+          metadata: {
+            annotations,
+            ...(pod.metadata?.uid !== undefined && pod.metadata.uid !== '' && { uid: pod.metadata.uid }),
+          },
+        },
       },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
     );

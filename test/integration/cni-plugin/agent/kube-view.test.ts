@@ -121,4 +121,18 @@ t.test('a pod recreated under the same name: the ADD’s uid reads past the stal
     oldUid,
     'a matching cached pod is taken',
   );
+  // An annotation decided for the old pod never lands on its replacement.
+  const stale = (await view.getPod('apps', 'web-0', oldUid)) as V1Pod;
+  await t.rejects(
+    view.annotatePod(stale, { 'ambient.istio.io/redirection': 'enabled' }),
+    /409|Precondition|UID/,
+  );
+  t.notMatch(
+    JSON.stringify(api.get('v1', 'Pod', 'apps', 'web-0')),
+    'redirection',
+    'the new pod is untouched',
+  );
+  const fresh = (await view.getPod('apps', 'web-0', newUid)) as V1Pod;
+  await view.annotatePod(fresh, { 'ambient.istio.io/redirection': 'enabled' });
+  t.match(JSON.stringify(api.get('v1', 'Pod', 'apps', 'web-0')), 'redirection', 'the right pod is annotated');
 });

@@ -11,7 +11,13 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { METRICS, type MetricName } from '../../../bench/report.ts';
 import { findB1Tools } from '../../../bench/tools.ts';
-import { leftoverToolServers, readRecords, runBench, toolServerPids, type JsonRecord } from './run-bench.ts';
+import {
+  leftoverToolServers,
+  readRecords,
+  runBench,
+  toolServerPids,
+  type JsonRecord,
+} from '../../helpers/run-bench.ts';
 
 /** A quick direct-only run takes ~20 s alone; generous for a loaded 2-core machine. */
 const RUN_TIMEOUT_MS = 240_000;

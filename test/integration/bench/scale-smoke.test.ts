@@ -4,19 +4,16 @@
 // ztunnels, the controller as a child process fed by the Kubernetes API stand-in) and must exit
 // 0 with a well-formed record for every scale metric and a floors section. Nothing about speed or
 // memory is asserted: the machine is shared, and the floors are the bench's to report.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { readRecords, runBench } from '../../helpers/run-bench.ts';
 import { METRICS, type MetricName } from '../../../bench/report.ts';
 import { QUICK_SHAPE } from '../../../bench/scale/shape.ts';
 
-const REPO = join(import.meta.dirname, '../../..');
-const NODE = join(REPO, 'node_modules/.bin/node');
 /** The quick run takes ~15 s alone; generous for a loaded 2-core machine. */
 const RUN_TIMEOUT_MS = 240_000;
-const KILL_GRACE_MS = 5_000;
 
 const SCALE_METRICS: readonly MetricName[] = [
   'scale_pods',
@@ -34,58 +31,15 @@ const SCALE_METRICS: readonly MetricName[] = [
   'controller_rss_peak',
 ];
 
-interface Outcome {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs the bench in its own process group; SIGTERM (then SIGKILL) to the group on timeout. */
-function runBench(args: readonly string[]): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(NODE, ['bench/main.ts', ...args], {
-      cwd: REPO,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const kill = (sig: NodeJS.Signals): void => {
-      try {
-        if (child.pid !== undefined) process.kill(-child.pid, sig);
-      } catch {
-        /* already gone */
-      }
-    };
-    let killTimer: NodeJS.Timeout | undefined;
-    const timer = setTimeout(() => {
-      kill('SIGTERM');
-      killTimer = setTimeout(() => kill('SIGKILL'), KILL_GRACE_MS);
-      reject(new Error(`bench did not finish within ${RUN_TIMEOUT_MS} ms; stderr:\n${stderr.slice(-2000)}`));
-    }, RUN_TIMEOUT_MS);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      clearTimeout(killTimer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
 t.test('the quick scale run completes and reports every scale metric', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'scale-smoke-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const jsonFile = join(dir, 'scale.jsonl');
 
-  const out = await runBench(['--paths', 'scale', '--quick', '--json', jsonFile]);
+  const out = await runBench(['--paths', 'scale', '--quick', '--json', jsonFile], RUN_TIMEOUT_MS);
   t.equal(out.code, 0, 'the bench measured what it was asked', { stderr: out.stderr.slice(-3000) });
 
-  const records = readFileSync(jsonFile, 'utf8')
-    .trim()
-    .split('\n')
-    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  const records = readRecords(jsonFile);
   t.ok(
     records.every((r) => r.path === 'controller'),
     'a scale-only run reports the controller column only',

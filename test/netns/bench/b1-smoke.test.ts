@@ -12,12 +12,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { ownNamespaces } from '../../../bench/paths/pods.ts';
 import { findB1Tools } from '../../../bench/tools.ts';
-import {
-  leftoverToolServers,
-  readRecords,
-  runBench,
-  toolServerPids,
-} from '../../integration/bench/run-bench.ts';
+import { leftoverToolServers, readRecords, runBench, toolServerPids } from '../../helpers/run-bench.ts';
 
 /** Two test beds, a ztunnel build if dist is stale, 3 paths × 4 short windows. */
 const RUN_TIMEOUT_MS = 300_000;

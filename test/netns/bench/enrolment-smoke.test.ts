@@ -7,22 +7,19 @@
 // asserted: the machine is shared, and the floors are the bench's to report. The orderings
 // checked hold for every sample by construction (our plugin runs inside the ADD; a pod is probed
 // only once its ADD has returned), so they hold for the percentiles too.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { readRecords, runBench } from '../../helpers/run-bench.ts';
 import { enrolmentClusterName } from '../../../bench/enrolment/group.ts';
 import { ENROLLED, QUICK_PODS, UNENROLLED } from '../../../bench/enrolment/shape.ts';
 import { METRICS, type MetricName } from '../../../bench/report.ts';
 import { DEFAULT_STATE_ROOT } from '../../../src/local/cluster.ts';
 import { runOk } from '../../../src/local/exec.ts';
 
-const REPO = join(import.meta.dirname, '../../..');
-const NODE = join(REPO, 'node_modules/.bin/node');
 /** The quick run takes ~35 s alone; generous for a loaded 2-core machine. */
 const RUN_TIMEOUT_MS = 240_000;
-const KILL_GRACE_MS = 5_000;
 
 if (process.getuid?.() !== 0) throw new Error('this suite needs root (network namespaces); run it as root');
 
@@ -43,59 +40,15 @@ const ENROLLED_ONLY: readonly MetricName[] = [
   'leaked_after_delete',
 ];
 
-interface Outcome {
-  readonly pid: number;
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs the bench in its own process group; SIGTERM (then SIGKILL) to the group on timeout. */
-function runBench(args: readonly string[]): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(NODE, ['bench/main.ts', ...args], {
-      cwd: REPO,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const kill = (sig: NodeJS.Signals): void => {
-      try {
-        if (child.pid !== undefined) process.kill(-child.pid, sig);
-      } catch {
-        /* already gone */
-      }
-    };
-    let killTimer: NodeJS.Timeout | undefined;
-    const timer = setTimeout(() => {
-      kill('SIGTERM');
-      killTimer = setTimeout(() => kill('SIGKILL'), KILL_GRACE_MS);
-      reject(new Error(`bench did not finish within ${RUN_TIMEOUT_MS} ms; stderr:\n${stderr.slice(-2000)}`));
-    }, RUN_TIMEOUT_MS);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      clearTimeout(killTimer);
-      resolve({ pid: child.pid ?? 0, code, stdout, stderr });
-    });
-  });
-}
-
 t.test('the quick enrolment run completes, reports both columns and leaves nothing behind', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'enrolment-smoke-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const jsonFile = join(dir, 'enrolment.jsonl');
 
-  const out = await runBench(['--paths', 'enrolment', '--quick', '--json', jsonFile]);
+  const out = await runBench(['--paths', 'enrolment', '--quick', '--json', jsonFile], RUN_TIMEOUT_MS);
   t.equal(out.code, 0, 'the bench measured what it was asked', { stderr: out.stderr.slice(-3000) });
 
-  const records = readFileSync(jsonFile, 'utf8')
-    .trim()
-    .split('\n')
-    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  const records = readRecords(jsonFile);
   t.same(
     [...new Set(records.map((r) => r.path))].sort(),
     [ENROLLED, UNENROLLED].sort(),

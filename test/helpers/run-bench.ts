@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const REPO = join(import.meta.dirname, '../../..');
+const REPO = join(import.meta.dirname, '../..');
 const NODE = join(REPO, 'node_modules/.bin/node');
 const KILL_GRACE_MS = 5_000;
 

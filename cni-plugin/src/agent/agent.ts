@@ -30,6 +30,7 @@ import {
   type EnrolmentPolicy,
 } from './enrolment.ts';
 import type { PodRecord, PodRegistry } from './pod-registry.ts';
+import { podIps } from '../../../src/shared/kube/pod-ips.ts';
 
 /** What the CNI plugin tells us about a new sandbox. */
 export interface SandboxEvent {
@@ -538,7 +539,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       // One still being created has no process yet; its ADD is on the way.
       const netns =
         this.#netnsOf(uid) ??
-        (pod.status?.phase === 'Running' ? this.#o.findNetns?.(uid, podIpsOf(pod)) : undefined);
+        (pod.status?.phase === 'Running' ? this.#o.findNetns?.(uid, podIps(pod)) : undefined);
       if (netns === undefined) {
         this.#log.debug({ pod: podName(pod), uid }, 'should be enrolled; waiting for its CNI ADD');
         return;
@@ -732,12 +733,4 @@ function sameNetns(path: string, inode: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** status.podIPs, or the older status.podIP. */
-function podIpsOf(pod: V1Pod): string[] {
-  const ips = (pod.status?.podIPs ?? []).map((p) => p.ip).filter((ip) => ip !== '');
-  if (ips.length === 0 && pod.status?.podIP !== undefined && pod.status.podIP !== '')
-    ips.push(pod.status.podIP);
-  return ips;
 }

@@ -28,6 +28,7 @@ import {
   isPortNumber,
 } from './options.ts';
 import type { ServicePortSpec } from './service.ts';
+import { podIps } from '../../shared/kube/pod-ips.ts';
 
 /** A service a pod is an endpoint of. */
 export interface BackedService {
@@ -61,12 +62,6 @@ export function isTerminal(pod: V1Pod): boolean {
 /** The pod's service account as Kubernetes defaults it. */
 export function podServiceAccount(pod: V1Pod): string {
   return pod.spec?.serviceAccountName ?? pod.spec?.serviceAccount ?? ELIDED_SERVICE_ACCOUNT;
-}
-
-function podIps(pod: V1Pod): string[] {
-  const ips = (pod.status?.podIPs ?? []).map((p) => p.ip);
-  const single = pod.status?.podIP;
-  return ips.length === 0 && single !== undefined && single !== '' ? [single] : ips;
 }
 
 /** deletionTimestamp set (a raw watch may carry it as null when it is not). */

@@ -9,6 +9,7 @@
 import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
+import { FailureLog } from './failure-log.ts';
 
 const root = join(import.meta.dirname, '..');
 
@@ -76,9 +77,12 @@ const child = spawn(tap, ['--reporter=tap', '--timeout=900', ...files], {
 });
 
 let tail = '';
+const failures = new FailureLog();
 child.stdout.on('data', (chunk: Buffer) => {
   process.stdout.write(chunk);
-  tail = (tail + chunk.toString('utf8')).slice(-4096);
+  const text = chunk.toString('utf8');
+  tail = (tail + text).slice(-4096);
+  failures.push(text);
 });
 
 child.on('close', (code) => {
@@ -95,6 +99,9 @@ child.on('close', (code) => {
     else fail += missingRoot;
   }
   const line = `${pass} passed, ${fail} failed` + (skip > 0 ? `, ${skip} skipped` : '');
+  // CI shows only the end of the output: name what failed right above the closing line.
+  const summary = failures.render();
+  if (summary) process.stdout.write(`\n${summary}`);
   process.stdout.write(`\n${line}\n`);
   process.exit(fail > 0 ? 1 : 0);
 });

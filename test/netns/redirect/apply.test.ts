@@ -8,7 +8,11 @@
 // set; removal leaves only the unrelated rules we put there first; injected failures leave the
 // netns exactly as before; and the rules do what §2.2 says to real TCP connections.
 // Needs root: without it this file fails loudly.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
 import {
   applyRedirection,
@@ -413,6 +417,69 @@ t.test('in-pod redirection in a real pod netns', { timeout: 60_000 }, async (t) 
     t.equal(state.present, false, 'the failed apply was rolled back to nothing');
     await tb.removePod('c');
   });
+
+  t.test(
+    'a write that outlives its deadline is killed, and a fresh shell rolls the netns back',
+    async (t) => {
+      // iptables-legacy-restore waits (--wait=10) for the xtables lock; holding the lock makes the
+      // write hang past the session's deadline. XTABLES_LOCKFILE points this file's children at a
+      // lock of our own, so no other test's iptables waits on it. The lock is let go only once the
+      // first session has been killed, so the rollback's own write can run.
+      const lockFile = join(tmpdir(), `${prefix}-xtables.lock`);
+      const holder = spawn('flock', ['-x', lockFile, '-c', 'echo locked; exec sleep 30'], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      t.teardown(() => {
+        holder.kill('SIGKILL');
+        rmSync(lockFile, { force: true });
+      });
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.once('data', () => resolve());
+        holder.once('exit', (code) => reject(new Error(`flock exited with ${code} before taking the lock`)));
+      });
+      const savedLock = process.env.XTABLES_LOCKFILE;
+      process.env.XTABLES_LOCKFILE = lockFile;
+      const sessions: ChildProcess[] = [];
+      const onSpawn = (msg: unknown): void => {
+        const child = (msg as { process: ChildProcess }).process;
+        sessions.push(child);
+        // The first shell dies by its deadline: only then may the rollback get the lock.
+        if (sessions.length === 1) child.once('exit', () => holder.kill('SIGKILL'));
+      };
+      subscribe('child_process', onSpawn);
+      const started = Date.now();
+      try {
+        await expectApplyError(
+          t,
+          applyRedirection(a.netnsPath, FULL, {
+            backend: 'iptables',
+            iptablesVariant: 'legacy',
+            timeoutMs: 1000,
+          }),
+          'a write held past its deadline',
+          [
+            /timed out and was killed/,
+            /iptables-legacy-restore/,
+            /rolled back to its state before this call/,
+          ],
+        );
+      } finally {
+        unsubscribe('child_process', onSpawn);
+        if (savedLock === undefined) delete process.env.XTABLES_LOCKFILE;
+        else process.env.XTABLES_LOCKFILE = savedLock;
+      }
+      t.equal(sessions.length, 2, 'the rollback ran in a shell of its own, not in the killed one');
+      t.ok(Date.now() - started < 15_000, 'bounded by the deadline, not by the 10 s lock wait');
+      t.equal(
+        holder.exitCode ?? holder.signalCode,
+        'SIGKILL',
+        'the lock was held until the first shell died',
+      );
+      const state = await inspectRedirection(a.netnsPath, FULL);
+      t.equal(state.present, false, `no half-applied rules: ${JSON.stringify(state)}`);
+      t.same(await unrelated(a), baseline, 'unrelated rules intact');
+    },
+  );
 
   t.test('a vanished netns is a distinct, non-retryable error', async (t) => {
     await t.rejects(applyRedirection(`/run/netns/${prefix}-gone`, {}, { backend: 'nftables' }), {

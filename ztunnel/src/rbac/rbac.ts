@@ -11,7 +11,8 @@
 // matches when all its Clauses match (a Clause with no Matches counts as matched); a Clause
 // matches when any of its Matches matches; an all-empty Match is skipped (never matches);
 // within a Match each field family passes when its positive list is empty or has a match AND
-// its `not*` list is empty or has none.
+// its `not*` list is empty or has none. A rule, clause or match marked `unknown` (a condition
+// newer than this ztunnel, checklist C.52) holds in a DENY and fails in an ALLOW.
 //
 // String matching is literal (exact/prefix/suffix/presence as string operations). Never build a
 // regex from policy text: CVE-2026-39350 / istio#59992 were exactly that (checklist C.43).
@@ -149,12 +150,24 @@ function matchMatches(m: Match, c: PreparedConn): boolean {
 }
 
 function policyMatchesPrepared(p: Authorization, c: PreparedConn): boolean {
+  // A condition this ztunnel cannot evaluate (checklist C.52) fails closed: it holds in a DENY
+  // (which then denies at least what it would with the condition understood) and fails in an
+  // ALLOW (which then allows at most that). It is ANDed with the rest of its rule, clause or
+  // match, so a DENY Match with only an unknown condition matches every connection.
+  const unknownHolds = p.action === 'DENY';
+  const matches = (m: Match): boolean =>
+    m.unknown === true
+      ? unknownHolds && (isEmptyMatch(m) || matchMatches(m, c))
+      : !isEmptyMatch(m) && matchMatches(m, c);
   // Zero rules never matches: ALLOW {} allows nothing, DENY {} denies nothing.
-  return p.rules.some((rule) =>
-    rule.clauses.every(
-      (clause) =>
-        clause.matches.length === 0 || clause.matches.some((m) => !isEmptyMatch(m) && matchMatches(m, c)),
-    ),
+  return p.rules.some(
+    (rule) =>
+      (rule.unknown !== true || unknownHolds) &&
+      rule.clauses.every(
+        (clause) =>
+          (clause.unknown !== true || unknownHolds) &&
+          (clause.matches.length === 0 || clause.matches.some(matches)),
+      ),
   );
 }
 

@@ -219,16 +219,24 @@ export interface Match {
   notDestinationPorts: number[];
   serviceAccounts: ServiceAccountMatch[];
   notServiceAccounts: ServiceAccountMatch[];
+  /**
+   * Set when WDS sent a condition this ztunnel cannot evaluate (a field newer than it, or an
+   * extension; checklist C.52). It is ANDed with the rest and fails closed: true in a DENY,
+   * false in an ALLOW.
+   */
+  unknown?: true;
 }
 
-/** `Clause` (Go: Rules): its matches are ORed. */
+/** `Clause` (Go: Rules): its matches are ORed. `unknown` as on {@link Match}. */
 export interface Clause {
   matches: Match[];
+  unknown?: true;
 }
 
-/** `Rule` (Go: Group): its clauses are ANDed. */
+/** `Rule` (Go: Group): its clauses are ANDed. `unknown` as on {@link Match}. */
 export interface Rule {
   clauses: Clause[];
+  unknown?: true;
 }
 
 export interface Authorization {

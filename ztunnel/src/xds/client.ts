@@ -39,6 +39,7 @@ import type {
 } from '../../../src/shared/gen/envoy/service/discovery/v3/discovery.ts';
 import { Address as PbAddress } from '../../../src/shared/gen/workload.ts';
 import type { Logger } from '../../../src/shared/telemetry/logger.ts';
+import { findUnknownConditions } from './unknown-conditions.ts';
 import type { StateStore } from '../state/store.ts';
 import { policyKey, serviceKey } from '../state/types.ts';
 import { convertAddress, convertAuthorization, type Converted } from './convert.ts';
@@ -362,6 +363,13 @@ class WdsClientImpl implements WdsClient {
     }
     const converted = decodeAndConvert(typeUrl, r.name, r.resource.value);
     if (!converted.ok) return converted.reason;
+    if (converted.value.unknownConditions > 0) {
+      this.#log.warn(
+        { resource: r.name, conditions: converted.value.unknownConditions },
+        'policy has matcher conditions this ztunnel does not understand (is the controller newer?); ' +
+          'they count as matching in a DENY and as not matching in an ALLOW',
+      );
+    }
     const old = st.held.get(r.name);
     if (old !== undefined && !sameTarget(old.target, converted.value.target)) this.#remove(old.target);
     converted.value.apply(this.#opts.store);
@@ -445,6 +453,8 @@ function request(
 interface Applicable {
   readonly target: Target;
   apply(store: StateStore): void;
+  /** Rules, clauses and matches of a policy that carry conditions this ztunnel cannot evaluate. */
+  readonly unknownConditions: number;
 }
 
 function decodeAndConvert(typeUrl: string, name: string, body: Uint8Array): Converted<Applicable> {
@@ -460,19 +470,27 @@ function decodeAndConvert(typeUrl: string, name: string, body: Uint8Array): Conv
             ? {
                 target: { kind: 'workload', key: v.workload.uid },
                 apply: (s) => s.upsertWorkload(v.workload),
+                unknownConditions: 0,
               }
             : {
                 target: { kind: 'service', key: serviceKey(v.service) },
                 apply: (s) => s.upsertService(v.service),
+                unknownConditions: 0,
               },
       };
     }
-    const c = convertAuthorization(name, PbAuthorization.decode(body));
+    const decoded = PbAuthorization.decode(body);
+    const unknown = findUnknownConditions(body);
+    const c = convertAuthorization(name, decoded, unknown);
     if (!c.ok) return c;
     const p = c.value;
     return {
       ok: true,
-      value: { target: { kind: 'policy', key: policyKey(p) }, apply: (s) => s.upsertPolicy(p) },
+      value: {
+        target: { kind: 'policy', key: policyKey(p) },
+        apply: (s) => s.upsertPolicy(p),
+        unknownConditions: unknown.rules.size + unknown.clauses.size + unknown.matches.size,
+      },
     };
   } catch (err) {
     return {

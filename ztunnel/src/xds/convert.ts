@@ -19,9 +19,12 @@
 // hand-written YAML (principal spelled with `spiffe://`, `*`): a refused policy is absent, and
 // an absent policy is never safer than one whose matcher cannot match.
 //
-// Extensions (Workload/Service/Authorization/Match `extensions`) are not interpreted.
+// Extensions (Workload/Service/Authorization `extensions`) are not interpreted. A Match's
+// extensions, like any Rule, Clause or Match field newer than this ztunnel, are conditions it
+// cannot evaluate: they are marked `unknown` and fail closed (./unknown-conditions.ts, C.52).
 import type * as pbAuth from '../../../src/shared/gen/authorization.ts';
 import type * as pb from '../../../src/shared/gen/workload.ts';
+import { NO_UNKNOWN_CONDITIONS, type UnknownConditions } from './unknown-conditions.ts';
 import {
   HOSTNAME_TEXT,
   MAX_UID_LENGTH,
@@ -480,8 +483,16 @@ function match(p: Problems, path: string, m: pbAuth.Match): Match {
   };
 }
 
-/** One `istio.security.Authorization` resource named `name` (= `namespace/name`). */
-export function convertAuthorization(name: string, a: pbAuth.Authorization): Converted<Authorization> {
+/**
+ * One `istio.security.Authorization` resource named `name` (= `namespace/name`). `unknown` says
+ * where the raw resource held conditions the decoder dropped (./unknown-conditions.ts); they are
+ * marked on the rule, clause or match so the engine fails closed on them.
+ */
+export function convertAuthorization(
+  name: string,
+  a: pbAuth.Authorization,
+  unknown: UnknownConditions = NO_UNKNOWN_CONDITIONS,
+): Converted<Authorization> {
   const p = new Problems();
   const path = 'authorization';
   const f = (k: string): string => field(path, k);
@@ -492,12 +503,15 @@ export function convertAuthorization(name: string, a: pbAuth.Authorization): Con
     action: enumName(p, f('action'), a.action, ACTIONS, 'Action'),
     rules: a.rules.map((r, i) => {
       const rp = item(f('rules'), i);
-      return {
-        clauses: r.clauses.map((c, j) => {
-          const cp = item(field(rp, 'clauses'), j);
-          return { matches: c.matches.map((m, k) => match(p, item(field(cp, 'matches'), k), m)) };
-        }),
-      };
+      const clauses = r.clauses.map((c, j) => {
+        const cp = item(field(rp, 'clauses'), j);
+        const matches = c.matches.map((m, k) => {
+          const converted = match(p, item(field(cp, 'matches'), k), m);
+          return unknown.matches.has(`${i}/${j}/${k}`) ? { ...converted, unknown: true as const } : converted;
+        });
+        return unknown.clauses.has(`${i}/${j}`) ? { matches, unknown: true as const } : { matches };
+      });
+      return unknown.rules.has(i) ? { clauses, unknown: true as const } : { clauses };
     }),
     dryRun: a.dryRun,
   };

@@ -24,7 +24,7 @@ import type {
   DeltaDiscoveryRequest,
   DeltaDiscoveryResponse,
 } from '../../../../src/shared/gen/envoy/service/discovery/v3/discovery.ts';
-import { Authorization } from '../../../../src/shared/gen/authorization.ts';
+import { Authorization, Match } from '../../../../src/shared/gen/authorization.ts';
 import { Address } from '../../../../src/shared/gen/workload.ts';
 import { loadConfig } from '../../../../ztunnel/src/config/env.ts';
 import { evaluate } from '../../../../ztunnel/src/rbac/rbac.ts';
@@ -574,6 +574,53 @@ t.test(
     t.equal(nack.errorDetail?.code, GrpcStatus.INVALID_ARGUMENT);
     t.ok(c.store.workload(W(4)), 'the good resource was applied');
     t.equal(c.store.size.workloads, 1);
+  },
+);
+
+t.test(
+  'C.52: a DENY with a matcher newer than ztunnel is applied fail-closed, and a warning says so',
+  async (t) => {
+    const s = await startScripted(t);
+    const c = startClient(t, s.address);
+    const stream = await s.stream();
+    await stream.next();
+    await stream.next();
+    const w0 = Address.encode({
+      type: { $case: 'workload', value: podWorkload(0, { authorizationPolicies: ['apps/p0'] }) },
+    }).finish();
+    stream.respond(ADDRESS_TYPE_URL, 'a1', [[W(0), w0]]);
+    await stream.next();
+    // A matcher this ztunnel does not evaluate: an extension in the Match, and nothing else.
+    const deny = appPolicy(0, {
+      action: 1,
+      rules: [
+        { clauses: [{ matches: [Match.fromPartial({ extensions: [{ name: 'istio.io/newer-matcher' }] })] }] },
+      ],
+    });
+    stream.respond(AUTHORIZATION_TYPE_URL, 'p1', [['apps/p0', Authorization.encode(deny).finish()]]);
+    const ack = await stream.next();
+    t.same(
+      [ack.responseNonce, ack.errorDetail],
+      ['p1', undefined],
+      'accepted (a NACK would leave no DENY at all)',
+    );
+    await c.ready;
+    const local = c.store.workload(W(0));
+    if (local === undefined) throw new Error('w0 was not applied');
+    const decision = evaluate({
+      ...c.store.policiesFor(local),
+      conn: { srcIp: '198.18.9.9', dstIp: podIpText(0), dstPort: 8080 },
+    });
+    t.same([decision.allowed, decision.policy], [false, 'apps/p0'], 'the DENY denies');
+    t.ok(
+      c.log
+        .lines()
+        .some(
+          (l) =>
+            l.level === 'warn' && l.resource === 'apps/p0' && /does not understand/.test(String(l.message)),
+        ),
+      'a warning names the policy',
+    );
   },
 );
 

@@ -39,6 +39,16 @@ export interface SandboxEvent {
   /** K8S_POD_UID when the runtime passes it. */
   readonly podUid?: string | undefined;
   readonly netns: string;
+  /** The addresses the CNI chain gave the pod (its prevResult), before the API has them. */
+  readonly ips?: readonly string[] | undefined;
+}
+
+/** The node's probe SNAT targets (../redirect/host-probe.ts HostProbes). */
+export interface ProbeTargets {
+  /** Called once start-up has reconciled every pod; writes what set() recorded until then. */
+  start(): Promise<void>;
+  set(uid: string, ips: readonly string[]): Promise<void>;
+  delete(uid: string): Promise<void>;
 }
 
 export interface WorkloadInfo {
@@ -92,6 +102,11 @@ export interface NodeAgentOptions {
   readonly releaseDrainMs?: number;
   /** Finds the netns of a running pod with no CNI ADD on record (proc-netns.ts in a cluster). */
   readonly findNetns?: (uid: string, podIps: readonly string[]) => string | undefined;
+  /**
+   * Kubelet probes of enrolled pods are SNATed to the probe address on the node (spec §2.4);
+   * without it (tests of other parts) the node's tables are not touched.
+   */
+  readonly probes?: ProbeTargets;
 }
 
 export interface NodeAgentEvents {
@@ -151,6 +166,9 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     await this.#reconcile();
     this.#started = true;
     await this.#resync();
+    // Only now is every enrolled pod known: writing the probe targets earlier would drop a
+    // running pod's probes for the length of the reconcile (the 1.29.5 advisory).
+    await this.#o.probes?.start();
     this.#retryTimer = setInterval(() => this.retryPending(), this.#o.pendingRetryMs ?? 5000);
     this.#retryTimer.unref();
   }
@@ -261,7 +279,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
         return { enrolled: false, reason: decision.reason };
       }
       const locked = performance.now();
-      const phases = await this.#enrol(latest, uid, ev.netns);
+      const phases = await this.#enrol(latest, uid, ev.netns, true, ev.ips);
       this.#log.info(
         {
           pod: podName(latest),
@@ -316,7 +334,13 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
    * (`offer` false) the pod is only held: ztunnel receives it in the ZDS snapshot, and the
    * annotation stays as it was instead of flapping to pending while no ztunnel is connected.
    */
-  async #enrol(pod: V1Pod, uid: string, netnsPath: string, offer = true): Promise<EnrolPhases> {
+  async #enrol(
+    pod: V1Pod,
+    uid: string,
+    netnsPath: string,
+    offer = true,
+    ips: readonly string[] = podIps(pod),
+  ): Promise<EnrolPhases> {
     this.#cancelRelease(uid);
     const existing = this.#held.get(uid);
     if (existing !== undefined) {
@@ -365,6 +389,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     let registry = 0;
     let ztunnel = 0;
     await Promise.all([
+      this.#probeTarget(pod, uid, ips),
       this.#o.registry.set(record(pod, uid, netnsPath, inode, true)).then(() => {
         registry = performance.now() - t1;
       }),
@@ -408,9 +433,28 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     if (changed || state === 'enabled') this.emit('state', uid, state);
   }
 
+  /**
+   * The pod's IPs become probe targets. A failure is logged, not fatal: the pod is enrolled and
+   * the anti-spoofing rules stay whatever happens; only its probes under STRICT would fail, and
+   * the error says why. Retried with the next change of any pod, or the pod's next update.
+   */
+  async #probeTarget(pod: V1Pod, uid: string, ips: readonly string[]): Promise<void> {
+    const probes = this.#o.probes;
+    if (probes === undefined || ips.length === 0) return;
+    await probes.set(uid, ips).catch((e: unknown) => {
+      this.#log.error(
+        { pod: podName(pod), uid },
+        `kubelet probes of this pod may be refused: ${errorMessage(e)}`,
+      );
+    });
+  }
+
   async #unenrol(pod: V1Pod, uid: string, why: string, mode: 'deleted' | 'leaving'): Promise<void> {
     const held = this.#held.get(uid);
     const rec = this.#o.registry.get(uid);
+    await this.#o.probes?.delete(uid).catch((e: unknown) => {
+      this.#log.error({ pod: podName(pod), uid }, `removing the pod's probe SNAT: ${errorMessage(e)}`);
+    });
     // Order of spec §2.1 step 5: ztunnel lets go first, then the rules go, then the annotation.
     try {
       await this.#o.zds.delWorkload(uid);
@@ -560,6 +604,8 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       }
     } else if (held !== undefined) {
       held.info = workloadInfo(pod);
+      // Enrolled from /proc or a registry record before the API had its IPs: now it has them.
+      await this.#probeTarget(pod, uid, podIps(pod));
       // Keep the annotation true (someone may have removed it).
       await this.#annotate(pod, held.state);
     }

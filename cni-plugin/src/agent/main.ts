@@ -28,6 +28,7 @@ import { PodRegistry } from './pod-registry.ts';
 import { findPodNetns } from './proc-netns.ts';
 import { RulesRedirector } from './redirector.ts';
 import { ZdsServer } from './zds-server.ts';
+import { HostProbes } from '../redirect/host-probe.ts';
 
 function clusterView(cfg: AgentConfig): ClusterView {
   if (cfg.manifestDirs !== undefined && cfg.liveDir !== undefined) {
@@ -83,6 +84,7 @@ async function run(cfg: AgentConfig, log: Logger): Promise<void> {
     ...(cfg.manifestDirs === undefined && {
       findNetns: (uid: string, podIps: readonly string[]) => findPodNetns(uid, { podIps }),
     }),
+    probes: new HostProbes(),
   });
   await agent.start();
   const zds = ZdsServer.listen({ path: cfg.ztunnelUds, snapshot: () => agent.snapshot(), logger: log });
@@ -105,6 +107,7 @@ async function run(cfg: AgentConfig, log: Logger): Promise<void> {
             podName: e.podName,
             podUid: e.podUid,
             netns: e.netns,
+            ips: e.ips.map((ip) => ip.address.split('/')[0] ?? ip.address),
           });
         } catch (err) {
           if ((err as { code?: string }).code === 'CNI_ERR_AGENT_NOT_READY') {
@@ -181,6 +184,8 @@ async function main(): Promise<void> {
     }
     const r = await uninstallPlugin({ cniBinDir: cfg.cniBinDir, cniConfDir: cfg.cniConfDir });
     log.info({ scope: 'cni-install', ...r }, 'CNI plugin removed');
+    await new HostProbes().uninstall();
+    log.info({ scope: 'host-probes' }, 'probe SNAT and anti-spoofing tables removed');
     return;
   }
   await run(cfg, log);

@@ -93,6 +93,30 @@ t.test('every demo pod is enrolled (annotation) except the one outside the mesh'
   t.notOk((await call('demo/intruder', c.pod('demo/server-a').ip, 8080)).ok, 'intruder is denied');
 });
 
+t.test(
+  'a kubelet probe from the node reaches a STRICT pod its policy would refuse (spec §2.4)',
+  async (t) => {
+    const c = cluster!;
+    const server = c.pod('demo/server-a');
+    const own = c.testbed.nodes.find((n) => n.netnsName === c.node(server.node).netnsName)!;
+    const other = c.testbed.nodes.find((n) => n.netnsName !== own.netnsName)!;
+    const probe = async (from: typeof own): Promise<{ ok: boolean; out: string }> => {
+      const r = await from.exec(MESH_APP, ['call', server.ip, '8080', 'ping\n', '--timeout', '3000'], {
+        timeoutMs: 10_000,
+      });
+      const out = r.stdout.trim();
+      return { ok: r.code === 0 && !out.startsWith('ERR'), out };
+    };
+    // The agent put the pod's IP (from its CNI ADD) in the node's probe set: SNATed to the probe
+    // address, the connection skips capture, so neither STRICT nor the ALLOW policy applies.
+    const local = await probe(own);
+    t.ok(local.ok, `from its own node: ${local.out}`);
+    // Another node's processes are no kubelet of this pod: captured, plaintext, refused by STRICT.
+    const remote = await probe(other);
+    t.notOk(remote.ok, `from another node: ${remote.out}`);
+  },
+);
+
 t.test('editing the policy YAML changes enforcement for new connections (bound measured)', async (t) => {
   const c = cluster!;
   const file = join(dir, 'policy.yaml');

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
 import {
   NodeAgent,
+  type ProbeTargets,
   type Redirector,
   type WorkloadInfo,
   type ZdsPort,
@@ -53,6 +54,24 @@ class RecordingRedirector implements Redirector {
   }
 }
 
+/** Records changes only: set() of what is already held is a no-op, as in HostProbes. */
+class RecordingProbes implements ProbeTargets {
+  readonly calls: string[] = [];
+  readonly #held = new Map<string, string>();
+  async start(): Promise<void> {
+    this.calls.push('start');
+  }
+  async set(uid: string, ips: readonly string[]): Promise<void> {
+    const v = ips.join(',');
+    if (this.#held.get(uid) === v) return;
+    this.#held.set(uid, v);
+    this.calls.push(`set ${uid} ${v}`);
+  }
+  async delete(uid: string): Promise<void> {
+    if (this.#held.delete(uid)) this.calls.push(`delete ${uid}`);
+  }
+}
+
 function pod(
   name: string,
   opts: { ns?: string; labels?: Record<string, string>; node?: string } = {},
@@ -68,6 +87,7 @@ interface Rig {
   view: MemoryClusterView;
   zds: RecordingZds;
   redirector: RecordingRedirector;
+  probes: RecordingProbes;
   registryPath: string;
   newAgent(): Promise<NodeAgent>;
   /** What the agent asked its /proc scan. */
@@ -84,6 +104,7 @@ async function rig(t: Test, prepare?: (view: MemoryClusterView) => void): Promis
   prepare?.(view);
   const zds = new RecordingZds();
   const redirector = new RecordingRedirector();
+  const probes = new RecordingProbes();
   const agents: NodeAgent[] = [];
   const newAgent = async (): Promise<NodeAgent> => {
     const a = new NodeAgent({
@@ -97,6 +118,7 @@ async function rig(t: Test, prepare?: (view: MemoryClusterView) => void): Promis
       pendingRetryMs: 50,
       podLookupMs: 200,
       releaseDrainMs: 150,
+      probes,
       findNetns: (uid, podIps) => {
         findNetnsCalls.push({ uid, podIps: [...podIps] });
         return uid === 'uid-predates' ? NETNS : undefined;
@@ -111,7 +133,7 @@ async function rig(t: Test, prepare?: (view: MemoryClusterView) => void): Promis
     for (const a of agents) await a.stop();
     rmSync(dir, { recursive: true, force: true });
   });
-  return { agent, view, zds, redirector, registryPath, newAgent, findNetnsCalls };
+  return { agent, view, zds, redirector, probes, registryPath, newAgent, findNetnsCalls };
 }
 
 function annotationOf(view: MemoryClusterView, key: string): string | undefined {
@@ -388,6 +410,43 @@ t.test('a deleted pod is dropped from ztunnel and from memory', async (t) => {
   await waitFor(() => PodRegistry.load(r.registryPath).all().length === 0, 'the registry to forget the pod');
   t.same(r.zds.dels, ['uid-a']);
   t.equal(r.agent.snapshot().length, 0);
+});
+
+t.test('kubelet probe targets (spec §2.4): written after reconcile, kept with enrolment', async (t) => {
+  const r = await rig(t, (view) =>
+    view.setPod({
+      ...pod('predates'),
+      status: { phase: 'Running', podIP: '198.18.5.7', podIPs: [{ ip: '198.18.5.7' }] },
+    }),
+  );
+  // The pod found at start-up is a target before the tables are first written (the 1.29.5
+  // advisory: never write the set before every enrolled pod is known).
+  t.same(r.probes.calls, ['set uid-predates 198.18.5.7', 'start']);
+  r.probes.calls.length = 0;
+
+  r.view.setPod(pod('a'));
+  await r.agent.handleAdd({
+    podNamespace: 'apps',
+    podName: 'a',
+    netns: NETNS,
+    ips: ['198.18.5.9', 'fd00::9'],
+  });
+  t.same(
+    r.probes.calls,
+    ['set uid-a 198.18.5.9,fd00::9'],
+    "the ADD's own addresses, before the API has them",
+  );
+  r.view.setPod(pod('plain', { ns: 'legacy' }));
+  await r.agent.handleAdd({ podNamespace: 'legacy', podName: 'plain', netns: NETNS, ips: ['198.18.5.10'] });
+  t.same(r.probes.calls, ['set uid-a 198.18.5.9,fd00::9'], 'a pod outside the mesh is no target');
+
+  r.view.setPod(pod('a', { labels: { 'istio.io/dataplane-mode': 'none' } }));
+  await waitFor(
+    () => r.probes.calls.includes('delete uid-a'),
+    'the pod leaving the mesh to stop being a target',
+  );
+  r.view.removePod('apps', 'predates');
+  await waitFor(() => r.probes.calls.includes('delete uid-predates'), 'a deleted pod to stop being a target');
 });
 
 t.test('a running pod that predates the agent is found through /proc and enrolled', async (t) => {

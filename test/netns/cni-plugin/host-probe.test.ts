@@ -16,7 +16,7 @@ import {
   HostProbes,
   renderHostProbeRules,
 } from '../../../cni-plugin/src/redirect/host-probe.ts';
-import { createTestbed, cleanupStale, uniquePrefix } from '../../helpers/testbed.ts';
+import { testbedFor } from '../../helpers/testbed.ts';
 import type { Pod } from '../../helpers/testbed.ts';
 import { startTcpServer, tcpRequest } from '../../helpers/testbed-apps.ts';
 
@@ -59,19 +59,8 @@ t.test('rendering refuses what it cannot interpolate safely', async (t) => {
 });
 
 t.test('probe SNAT and anti-spoofing on a node netns', { timeout: 90_000 }, async (t) => {
-  if (process.getuid?.() !== 0) {
-    t.fail('this test needs root (network namespaces); run it as root — it is not skipped silently');
-    return;
-  }
-  const prefix = uniquePrefix();
-  t.teardown(() =>
-    cleanupStale(prefix).then(
-      () => undefined,
-      () => undefined,
-    ),
-  );
-  const tb = await createTestbed({ prefix, nodes: 1 });
-  t.teardown(() => tb.destroy().catch(() => undefined));
+  const tb = await testbedFor(t, { nodes: 1 });
+  if (tb === undefined) return;
   const node = tb.nodes[0]!;
   const a = await tb.addPod({ node: 0, name: 'a' });
   const b = await tb.addPod({ node: 0, name: 'b' });

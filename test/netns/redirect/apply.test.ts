@@ -26,7 +26,7 @@ import { renderIptables, renderNftables } from '../../../cni-plugin/src/redirect
 import type { RedirectOptionsInput } from '../../../cni-plugin/src/redirect/render.ts';
 import { canonicalIptables, canonicalNft } from '../../../cni-plugin/src/redirect/state.ts';
 import { RedirectError } from '../../../cni-plugin/src/redirect/errors.ts';
-import { createTestbed, cleanupStale, uniquePrefix } from '../../helpers/testbed.ts';
+import { testbedFor } from '../../helpers/testbed.ts';
 import type { Pod } from '../../helpers/testbed.ts';
 import { startTcpServer, tcpRequest } from '../../helpers/testbed-apps.ts';
 
@@ -105,20 +105,9 @@ async function expectApplyError(t: Tap, p: Promise<unknown>, what: string, messa
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0];
 
 t.test('in-pod redirection in a real pod netns', { timeout: 60_000 }, async (t) => {
-  if (process.getuid?.() !== 0) {
-    t.fail('this test needs root (network namespaces); run it as root — it is not skipped silently');
-    return;
-  }
-  const prefix = uniquePrefix();
-  // createTestbed cleans up after itself if it fails; from here on teardown owns everything.
-  t.teardown(() =>
-    cleanupStale(prefix).then(
-      () => undefined,
-      () => undefined,
-    ),
-  );
-  const tb = await createTestbed({ prefix, nodes: 1 });
-  t.teardown(() => tb.destroy().catch(() => undefined));
+  const tb = await testbedFor(t, { nodes: 1 });
+  if (tb === undefined) return;
+  const { prefix } = tb;
   const a = await tb.addPod({ node: 0, name: 'a' });
   const b = await tb.addPod({ node: 0, name: 'b' });
 

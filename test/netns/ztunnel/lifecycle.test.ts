@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// ztunnel lifecycle in network namespaces (checklist I.96, I.100): on SIGTERM the listeners close
-// at once (new connections are refused — the redirect rules stay, so nothing bypasses the mesh),
-// established connections keep flowing until the drain deadline, then the process exits on its
-// own before a SIGKILL would be needed.
+// ztunnel lifecycle in network namespaces (checklist I.96; of I.100 only what SIGTERM shows: with
+// the listeners gone the redirect rules stay, so new connections are refused, never bypass the
+// mesh; a SIGKILL is not exercised here): on SIGTERM the listeners close at once, established
+// connections keep flowing until the drain deadline, then the process exits on its own before a
+// SIGKILL would be needed.
 import t from 'tap';
 import { startMeshBed, type MeshBed } from '../../helpers/mesh-bed.ts';
 import { startTcpServer, tcpRequest, NODE_BIN } from '../../helpers/testbed-apps.ts';

@@ -8,6 +8,7 @@
 // or the static file loaded), `zds snapshot` (with INPOD_UDS: the agent's snapshot received) and
 // `workload proxy manager` (no pod pending). Shutdown marks ztunnel not ready, stops taking state and pods,
 // closes every in-pod listener at once and drains established connections until the deadline.
+import { AuthorizedConnections } from './rbac/authorized-connections.ts';
 import type { Logger } from '../../src/shared/telemetry/logger.ts';
 import { CertificateAuthority } from '../../src/shared/identity/ca.ts';
 import { CertificateManager, type CertificateSigner } from '../../src/shared/identity/cert-manager.ts';
@@ -133,6 +134,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
     certs,
     metrics,
     accessLog: new AccessLog(logger),
+    authorized: new AuthorizedConnections(store),
     logger,
     nodeName: cfg.nodeName,
     trustDomain: cfg.trustDomain,
@@ -180,6 +182,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
       // here on), then close every listener at once and drain.
       await zds?.close();
       await workloads.stopAll(cfg.drainDeadlineMs);
+      ctx.authorized.stop();
       certs.close();
       closeSigner?.();
       await admin.close();

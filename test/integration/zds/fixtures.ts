@@ -5,6 +5,7 @@
 // scratch network namespaces made with an unprivileged `unshare` (so a ZDS test never hands the
 // host's own netns to code that writes sysctls into it), a logger that keeps its lines, and
 // helpers to count this process's open fds and to wait for a condition.
+import { AuthorizedConnections } from '../../../ztunnel/src/rbac/authorized-connections.ts';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -64,12 +65,14 @@ export async function testProxyContext(
         .certChainPem;
     },
   });
+  const store = new StateStore();
   return {
     ca,
-    store: new StateStore(),
+    store,
     certs,
     metrics: new ZtunnelMetrics(),
     accessLog: new AccessLog(logger),
+    authorized: new AuthorizedConnections(store),
     logger,
     nodeName: 'node-0',
     trustDomain,

@@ -7,12 +7,15 @@ import type { HboneSettings } from '../../../src/shared/hbone/settings.ts';
 import type { StateStore } from '../state/store.ts';
 import type { ZtunnelMetrics } from '../telemetry/metrics.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
+import type { AuthorizedConnections } from '../rbac/authorized-connections.ts';
 
 export interface ProxyContext {
   readonly store: StateStore;
   readonly certs: CertificateManager;
   readonly metrics: ZtunnelMetrics;
   readonly accessLog: AccessLog;
+  /** Inbound connections RBAC allowed, decided again when policies change (C.49). */
+  readonly authorized: AuthorizedConnections;
   readonly logger: Logger;
   readonly nodeName: string;
   readonly trustDomain: string;

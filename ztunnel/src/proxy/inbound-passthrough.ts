@@ -104,7 +104,18 @@ export async function handleInboundPlaintext(
     return;
   }
   deps.track(upstream);
+  // A policy change that denies it later resets it (C.49); the client side's reset ends the relay.
+  let lateRejection: string | undefined;
+  const unregister = ctx.authorized.add({
+    workloadUid: local.uid,
+    conn: { srcIdentity: undefined, srcIp, dstIp, dstPort: dst.port },
+    close: (reason) => {
+      lateRejection = reason;
+      socket.resetAndDestroy();
+    },
+  });
   const r = await relay(socket, upstream);
+  unregister();
   done({ flag: '-', bytesFromClient: r.bytesAToB, bytesToClient: r.bytesBToA });
   ctx.accessLog.complete({
     direction: 'inbound',
@@ -117,6 +128,6 @@ export async function handleInboundPlaintext(
     bytesSent: r.bytesBToA,
     bytesRecv: r.bytesAToB,
     durationMs: performance.now() - started,
-    error: r.error === undefined ? undefined : errorMessage(r.error),
+    error: lateRejection ?? (r.error === undefined ? undefined : errorMessage(r.error)),
   });
 }

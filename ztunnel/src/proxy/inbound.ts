@@ -2,7 +2,8 @@
 // Inbound HBONE (15008, spec §1.7): the HBONE server has verified the peer's certificate; here we
 // validate the CONNECT authority (checklist A.4–A.7), authorize with L4 RBAC (spec §3.8) using the
 // verified identity and the tunnel's TCP peer (never a header: C.51), and only then dial the app —
-// from the original client's IP (IP_TRANSPARENT), so the app sees the real source.
+// from the original client's IP (IP_TRANSPARENT), so the app sees the real source. The connection
+// stays registered with ctx.authorized, which resets it if a policy change denies it (C.49).
 import type { Duplex } from 'node:stream';
 import type { InboundConnect, InboundDecision } from '../../../src/shared/hbone/server.ts';
 import { parseAuthority } from '../../../src/shared/hbone/authority.ts';
@@ -30,6 +31,9 @@ interface Accepted {
   readonly local: Workload;
   readonly source: Workload | undefined;
   readonly upstream: string;
+  readonly unregister: () => void;
+  /** Set when a policy change closed the connection (the access log's error). */
+  lateRejection?: string;
 }
 
 /** Inbound HBONE handling for one pod: `onConnect` and `onTunnelClosed` for its HboneServer. */
@@ -117,7 +121,23 @@ export class InboundHandler {
         mutualTls: true,
       }),
     );
-    this.#accepted.set(req, { started, done, local, source, upstream: upstreamAddr });
+    const accepted: Accepted = {
+      started,
+      done,
+      local,
+      source,
+      upstream: upstreamAddr,
+      unregister: ctx.authorized.add({
+        workloadUid: local.uid,
+        conn: { srcIdentity, srcIp, dstIp: v.upstream.ip, dstPort: v.upstream.port },
+        close: (reason) => {
+          accepted.lateRejection = reason;
+          // The relay turns the app side's reset into RST_STREAM for the client.
+          upstream.resetAndDestroy();
+        },
+      }),
+    };
+    this.#accepted.set(req, accepted);
     return { status: 200, upstream };
   };
 
@@ -128,6 +148,7 @@ export class InboundHandler {
     const a = this.#accepted.get(req);
     if (a === undefined) return;
     this.#accepted.delete(req);
+    a.unregister();
     a.done({ flag: '-', bytesFromClient: r.bytesIn, bytesToClient: r.bytesOut });
     this.#deps.ctx.accessLog.complete({
       direction: 'inbound',
@@ -143,7 +164,7 @@ export class InboundHandler {
       bytesSent: r.bytesOut,
       bytesRecv: r.bytesIn,
       durationMs: performance.now() - a.started,
-      error: r.error === undefined ? undefined : errorMessage(r.error),
+      error: a.lateRejection ?? (r.error === undefined ? undefined : errorMessage(r.error)),
     });
   };
 }

@@ -30,6 +30,30 @@ setInterval(() => console.log('echoes ' + echoes), 200);
 setTimeout(() => end('test-timeout'), 60000).unref();
 `;
 
+// A server that streams a byte every 50 ms on each connection and keeps doing so after the
+// client's FIN, and a client that half-closes at once and only reads: the connection a late
+// rejection must still be able to reset although ztunnel has already sent the app its FIN.
+const STREAMER = `
+const net = require('node:net');
+net.createServer({ allowHalfOpen: true }, (s) => {
+  s.on('error', () => {});
+  const t = setInterval(() => s.write('y'), 50);
+  s.on('close', () => clearInterval(t));
+}).listen(9090, '0.0.0.0', () => console.log('ready'));
+setTimeout(() => process.exit(0), 120000).unref();
+`;
+const HALF_HOLDER = `
+const net = require('node:net');
+const [host, port] = process.argv.slice(1);
+const s = net.connect({ host, port: Number(port), allowHalfOpen: true }, () => s.end());
+let got = 0;
+s.on('data', (d) => { const before = got; got += d.length; if (before < 5 && got >= 5) console.log('open'); });
+const end = (why) => { console.log('closed ' + why); process.exit(0); };
+s.on('error', (e) => end(e.code || e.message));
+s.on('close', () => end('eof'));
+setTimeout(() => end('test-timeout'), 60000).unref();
+`;
+
 interface Holder {
   child: ChildProcess;
   lines: string[];
@@ -37,8 +61,8 @@ interface Holder {
   next(re: RegExp, timeoutMs: number): Promise<string>;
 }
 
-function hold(from: Pod, host: string, port: number): Holder {
-  const child = from.spawn(NODE_BIN, ['-e', HOLDER, host, String(port)]);
+function hold(from: Pod, host: string, port: number, script = HOLDER): Holder {
+  const child = from.spawn(NODE_BIN, ['-e', script, host, String(port)]);
   const lines: string[] = [];
   const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
   let partial = '';
@@ -143,6 +167,11 @@ if (process.getuid?.() !== 0) {
       config: (p) => config(p, []),
     });
     await startTcpServer(bed.pods.server!, 'server', [8080]);
+    const streamer = bed.pods.server!.spawn(NODE_BIN, ['-e', STREAMER]);
+    await new Promise<void>((resolve, reject) => {
+      streamer.stdout?.once('data', () => resolve());
+      streamer.once('exit', (code) => reject(new Error(`streamer exited (${String(code)})`)));
+    });
   });
   t.teardown(async () => {
     await bed.destroy();
@@ -152,12 +181,15 @@ if (process.getuid?.() !== 0) {
     const server = bed.pods.server!.ip;
     const victim = hold(bed.pods.client!, server, 8080);
     const bystander = hold(bed.pods.bystander!, server, 8080);
+    const halfClosed = hold(bed.pods.client!, server, 9090, HALF_HOLDER);
     t.teardown(() => {
       victim.child.kill('SIGKILL');
       bystander.child.kill('SIGKILL');
+      halfClosed.child.kill('SIGKILL');
     });
     await victim.next(/^open$/, 10_000);
     await bystander.next(/^open$/, 10_000);
+    await halfClosed.next(/^open$/, 10_000);
 
     const pushed = performance.now();
     bed.writeConfig(config(bed.pods, [DENY_CLIENT]));
@@ -167,6 +199,11 @@ if (process.getuid?.() !== 0) {
     // The spec's target is 1 s from the push; the file watcher's own delay is part of it here.
     t.ok(ms < 5_000, `closed ${Math.round(ms)} ms after the policy was written`);
     t.comment(`push to close: ${Math.round(ms)} ms`);
+    t.match(
+      await halfClosed.next(/^closed /, 5_000),
+      /^closed (ECONNRESET|eof)$/,
+      'a connection the client had half-closed is closed too',
+    );
 
     await bystander.next(/^echoes \d+$/, 5_000);
     const a = echoes(bystander);

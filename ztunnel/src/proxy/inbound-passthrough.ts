@@ -5,7 +5,7 @@
 // from the original source IP with IP_TRANSPARENT.
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { relay } from '../../../src/shared/hbone/relay.ts';
+import { relay, resetDuplex } from '../../../src/shared/hbone/relay.ts';
 import { errorMessage } from '../../../src/shared/errors.ts';
 import { SELF_PORTS } from '../ports.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
@@ -111,7 +111,7 @@ export async function handleInboundPlaintext(
     conn: { srcIdentity: undefined, srcIp, dstIp, dstPort: dst.port },
     close: (reason) => {
       lateRejection = reason;
-      socket.resetAndDestroy();
+      resetDuplex(socket); // not resetAndDestroy: after a half-close libuv refuses the RST close
     },
   });
   const r = await relay(socket, upstream);

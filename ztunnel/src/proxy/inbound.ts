@@ -7,6 +7,7 @@
 import type { Duplex } from 'node:stream';
 import type { InboundConnect, InboundDecision } from '../../../src/shared/hbone/server.ts';
 import { parseAuthority } from '../../../src/shared/hbone/authority.ts';
+import { resetDuplex } from '../../../src/shared/hbone/relay.ts';
 import { errorMessage } from '../../../src/shared/errors.ts';
 import { parseIstioIdentity, type IstioIdentity } from '../../../src/shared/identity/spiffe.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
@@ -132,8 +133,9 @@ export class InboundHandler {
         conn: { srcIdentity, srcIp, dstIp: v.upstream.ip, dstPort: v.upstream.port },
         close: (reason) => {
           accepted.lateRejection = reason;
-          // The relay turns the app side's reset into RST_STREAM for the client.
-          upstream.resetAndDestroy();
+          // The relay turns the app side's reset into RST_STREAM for the client. resetDuplex,
+          // not resetAndDestroy: after a half-close libuv refuses the RST close.
+          resetDuplex(upstream);
         },
       }),
     };

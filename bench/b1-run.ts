@@ -84,8 +84,11 @@ function outputTail(child: TrackedChild): () => string {
   return () => [...lines, child.stderrTail()].filter((l) => l !== '').join('\n');
 }
 
-/** Resolves when `probe` succeeds, rejects when it fails or the child exits first. */
-async function readyOrExited(child: TrackedChild, probe: Promise<void>): Promise<void> {
+/**
+ * The child once `probe` succeeds; when the probe fails or the child exits first, the child is
+ * killed and the error says why, with its last output.
+ */
+async function whenReady(child: TrackedChild, probe: Promise<void>): Promise<TrackedChild> {
   const tail = outputTail(child);
   const failure = await Promise.race([
     probe.then(
@@ -103,7 +106,9 @@ async function readyOrExited(child: TrackedChild, probe: Promise<void>): Promise
         ),
     ),
   ]);
-  if (failure !== undefined) throw failure;
+  if (failure === undefined) return child;
+  await child.kill();
+  throw failure;
 }
 
 async function startNginx(o: StartB1ServersOptions, nginx: string, port: number): Promise<TrackedChild> {
@@ -119,13 +124,7 @@ async function startNginx(o: StartB1ServersOptions, nginx: string, port: number)
     ['-p', `${prefix}/`, '-c', conf, '-e', 'stderr'],
     { prefix: [...(o.prefix ?? []), ...deathSignalPrefix(o.tools)], cwd: prefix },
   );
-  try {
-    await readyOrExited(child, o.probe({ host: loopbackOf(o.bindHost), port }, 'http', SERVER_READY_MS));
-    return child;
-  } catch (err) {
-    await child.kill();
-    throw err;
-  }
+  return whenReady(child, o.probe({ host: loopbackOf(o.bindHost), port }, 'http', SERVER_READY_MS));
 }
 
 async function startSockperf(
@@ -141,13 +140,7 @@ async function startSockperf(
       prefix: [...(o.prefix ?? []), ...deathSignalPrefix(o.tools)],
     },
   );
-  try {
-    await readyOrExited(child, o.probe({ host: loopbackOf(o.bindHost), port }, 'open', SERVER_READY_MS));
-    return child;
-  } catch (err) {
-    await child.kill();
-    throw err;
-  }
+  return whenReady(child, o.probe({ host: loopbackOf(o.bindHost), port }, 'open', SERVER_READY_MS));
 }
 
 /** Where to probe a server bound to `bindHost` from its own netns. */

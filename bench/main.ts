@@ -273,6 +273,18 @@ async function runGroup(
     st.problems.push(msg);
     log(msg);
   };
+  /** The tunnel CPU of a requests/s row, total and per 1000 req/s; returns its text for the log. */
+  const recordTunnelCpu = (
+    path: string,
+    m: { readonly perS: number; readonly tunnelCores: number | undefined },
+    total: MetricName,
+    per1000: MetricName,
+  ): string => {
+    if (m.tunnelCores === undefined) return '';
+    collector.add(path, total, m.tunnelCores);
+    collector.add(path, per1000, m.tunnelCores / (m.perS / 1000));
+    return `, tunnel CPU ${formatNumber(m.tunnelCores)} cores`;
+  };
 
   for (const name of paths) {
     if (st.stopping()) break;
@@ -411,12 +423,7 @@ async function runGroup(
             run: async (r: Running) => {
               const m = await measureWrkRps(procs, r.instance, timing, wrk);
               collector.add(r.name, 'rps_c32_1k', m.perS);
-              let cpu = '';
-              if (m.tunnelCores !== undefined) {
-                collector.add(r.name, 'tunnel_cpu_cores_c32', m.tunnelCores);
-                collector.add(r.name, 'tunnel_cpu_cores_per_1000rps', m.tunnelCores / (m.perS / 1000));
-                cpu = `, tunnel CPU ${formatNumber(m.tunnelCores)} cores`;
-              }
+              const cpu = recordTunnelCpu(r.name, m, 'tunnel_cpu_cores_c32', 'tunnel_cpu_cores_per_1000rps');
               const lat = m.wrk.latencyUs;
               const errors = socketErrors(m.wrk.socketErrors);
               log(`rps_c32_1k ${r.name} (wrk → nginx): ${formatNumber(m.perS)} req/s${cpu}${errors}`);
@@ -434,12 +441,12 @@ async function runGroup(
       run: async (r) => {
         const m = await measureRps(procs, r.instance, timing);
         collector.add(r.name, 'rps_c32_1k_node_echo', m.perS);
-        let cpu = '';
-        if (m.tunnelCores !== undefined) {
-          collector.add(r.name, 'tunnel_cpu_cores_c32_node_echo', m.tunnelCores);
-          collector.add(r.name, 'tunnel_cpu_cores_per_1000rps_node_echo', m.tunnelCores / (m.perS / 1000));
-          cpu = `, tunnel CPU ${formatNumber(m.tunnelCores)} cores`;
-        }
+        const cpu = recordTunnelCpu(
+          r.name,
+          m,
+          'tunnel_cpu_cores_c32_node_echo',
+          'tunnel_cpu_cores_per_1000rps_node_echo',
+        );
         log(`rps_c32_1k_node_echo ${r.name}: ${formatNumber(m.perS)} req/s${cpu}`);
       },
     },

@@ -5,10 +5,24 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { findB1Tools, missingTools, toolMissingMessage } from '../../bench/tools.ts';
 
 const REPO = join(import.meta.dirname, '../..');
 const NODE = join(REPO, 'node_modules/.bin/node');
 const KILL_GRACE_MS = 5_000;
+
+/**
+ * Throws, naming each missing tool and its Debian package, unless wrk, nginx and sockperf are all
+ * installed: a B.1 bench test without them would measure nothing, and must fail, not skip.
+ */
+export function requireB1Tools(): void {
+  const absent = missingTools(findB1Tools(), { http: true, latency: true });
+  if (absent.length > 0) {
+    throw new Error(
+      `B.1 tools missing (${absent.map(toolMissingMessage).join('; ')}); run scripts/bootstrap.sh as root`,
+    );
+  }
+}
 
 export interface BenchOutcome {
   /** The bench's pid (its test beds' namespaces are named after it: bench/paths/pods.ts). */

@@ -10,10 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { METRICS, type MetricName } from '../../../bench/report.ts';
-import { findB1Tools } from '../../../bench/tools.ts';
 import {
   leftoverToolServers,
   readRecords,
+  requireB1Tools,
   runBench,
   toolServerPids,
   type JsonRecord,
@@ -22,14 +22,7 @@ import {
 /** A quick direct-only run takes ~20 s alone; generous for a loaded 2-core machine. */
 const RUN_TIMEOUT_MS = 240_000;
 
-const tools = findB1Tools();
-const absent = (['wrk', 'nginx', 'sockperf'] as const).filter((tool) => tools[tool] === undefined);
-if (absent.length > 0) {
-  throw new Error(
-    `B.1 tools missing: ${absent.join(', ')}; run scripts/bootstrap.sh as root ` +
-      '(apt-get install wrk sockperf nginx-light)',
-  );
-}
+requireB1Tools();
 
 function tmp(t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'bench-b1-'));

@@ -11,21 +11,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { ownNamespaces } from '../../../bench/paths/pods.ts';
-import { findB1Tools } from '../../../bench/tools.ts';
-import { leftoverToolServers, readRecords, runBench, toolServerPids } from '../../helpers/run-bench.ts';
+import {
+  leftoverToolServers,
+  readRecords,
+  requireB1Tools,
+  runBench,
+  toolServerPids,
+} from '../../helpers/run-bench.ts';
 
 /** Two test beds, a ztunnel build if dist is stale, 3 paths × 4 short windows. */
 const RUN_TIMEOUT_MS = 300_000;
 
 if (process.getuid?.() !== 0) throw new Error('this suite needs root (network namespaces); run it as root');
-const tools = findB1Tools();
-const absent = (['wrk', 'nginx', 'sockperf'] as const).filter((tool) => tools[tool] === undefined);
-if (absent.length > 0) {
-  throw new Error(
-    `B.1 tools missing: ${absent.join(', ')}; run scripts/bootstrap.sh as root ` +
-      '(apt-get install wrk sockperf nginx-light)',
-  );
-}
+requireB1Tools();
 
 t.test('pod-direct, pod-stunnel and ztunnel measured with wrk and sockperf inside the pods', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bench-b1-netns-'));

@@ -41,6 +41,14 @@ export const DEFAULT_HOST_PROBE_ADDRESSES: HostProbeAddresses = {
   snatV6: DEFAULT_PROBE_SNAT_IPV6,
 };
 
+/** Deletes both tables; create-then-delete makes it safe when a table is absent. */
+const DELETE_TABLES = [
+  `add table inet ${HOST_PROBE_TABLE}`,
+  `delete table inet ${HOST_PROBE_TABLE}`,
+  `add table bridge ${HOST_PROBE_TABLE}`,
+  `delete table bridge ${HOST_PROBE_TABLE}`,
+];
+
 function checkV4(what: string, ip: string): string {
   if (!isIPv4(ip))
     throw new RedirectError('CNI_ERR_INVALID_ADDRESS', `${what} "${ip}" is not an IPv4 address`);
@@ -63,14 +71,12 @@ export function renderHostProbeRules(addrs: HostProbeAddresses, targets: Iterabl
   }
   const elements = (s: Set<string>): string =>
     s.size === 0 ? '' : ` elements = { ${[...s].sort().join(', ')} };`;
+  // What arrives claiming the probe address: dropped on the routed and on the bridged path alike.
+  const dropSpoofed = [`    ip saddr ${snat4} drop`, `    ip6 saddr ${snat6} drop`];
   const t = HOST_PROBE_TABLE;
   return [
-    // Create-then-delete makes the delete safe when the table is absent; all of it is one
-    // transaction, so the node never runs without the tables or with half of them.
-    `add table inet ${t}`,
-    `delete table inet ${t}`,
-    `add table bridge ${t}`,
-    `delete table bridge ${t}`,
+    // All of it is one transaction: the node never runs without the tables or with half of them.
+    ...DELETE_TABLES,
     `table inet ${t} {`,
     `  set probe-targets-v4 { type ipv4_addr;${elements(v4)} }`,
     `  set probe-targets-v6 { type ipv6_addr;${elements(v6)} }`,
@@ -82,15 +88,13 @@ export function renderHostProbeRules(addrs: HostProbeAddresses, targets: Iterabl
     '  }',
     '  chain prerouting {',
     '    type filter hook prerouting priority raw; policy accept;',
-    `    ip saddr ${snat4} drop`,
-    `    ip6 saddr ${snat6} drop`,
+    ...dropSpoofed,
     '  }',
     '}',
     `table bridge ${t} {`,
     '  chain forward {',
     '    type filter hook forward priority filter; policy accept;',
-    `    ip saddr ${snat4} drop`,
-    `    ip6 saddr ${snat6} drop`,
+    ...dropSpoofed,
     '  }',
     '}',
     '',
@@ -133,9 +137,13 @@ export class HostProbes {
 
   /** The pod's IPs are probe targets; resolves once the tables hold them (after start()). */
   async set(uid: string, ips: readonly string[]): Promise<void> {
+    // Sorted: the ADD's prevResult and status.podIPs may list the same addresses in another order.
+    const sorted = [...ips].sort();
     const known = this.#targets.get(uid);
-    if (known !== undefined && known.length === ips.length && known.every((ip, i) => ip === ips[i])) return;
-    this.#targets.set(uid, [...ips]);
+    if (known !== undefined && known.length === sorted.length && known.every((ip, i) => ip === sorted[i])) {
+      return;
+    }
+    this.#targets.set(uid, sorted);
     if (this.#started) await this.#write();
   }
 
@@ -148,11 +156,7 @@ export class HostProbes {
   /** Removes both tables from the node (uninstall). */
   async uninstall(): Promise<void> {
     this.#started = false;
-    const t = HOST_PROBE_TABLE;
-    await this.#nft(
-      `add table inet ${t}\ndelete table inet ${t}\nadd table bridge ${t}\ndelete table bridge ${t}\n`,
-      'removing',
-    );
+    await this.#nft(`${DELETE_TABLES.join('\n')}\n`, 'removing');
   }
 
   /** One write at a time; a change during a write gets one more write, shared by all waiting. */

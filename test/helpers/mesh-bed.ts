@@ -7,7 +7,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { applyRedirection } from '../../cni-plugin/src/redirect/apply.ts';
+import { applyRedirection, type RedirectBackend } from '../../cni-plugin/src/redirect/apply.ts';
 import { CertificateAuthority } from '../../src/shared/identity/ca.ts';
 import { NODE_BIN } from './testbed-apps.ts';
 import { createTestbed, type Pod, type Testbed } from './testbed.ts';
@@ -94,6 +94,8 @@ export async function startMeshBed(opts: {
    * type stripping); the benchmark passes the tsc-emitted dist/ztunnel/src/main.js.
    */
   ztunnelMain?: string;
+  /** The in-pod rules' backend (default iptables, as the node agent's default). */
+  redirectBackend?: RedirectBackend;
 }): Promise<MeshBed> {
   const tb = await createTestbed({ nodes: opts.nodes });
   const ztunnels: ZtunnelProc[] = [];
@@ -104,7 +106,7 @@ export async function startMeshBed(opts: {
     }
     for (const spec of opts.pods) {
       if (spec.mesh === false) continue;
-      await applyRedirection(pods[spec.name]!.netnsPath, {}, { backend: 'iptables' });
+      await applyRedirection(pods[spec.name]!.netnsPath, {}, { backend: opts.redirectBackend ?? 'iptables' });
     }
     const dir = join(tb.stateDir, 'mesh');
     const caDir = join(dir, 'ca');

@@ -68,11 +68,17 @@ function iptablesTables(o: Readonly<RedirectOptions>, family: IpFamily): TableRu
     jumps,
     // App replies on connections ztunnel opened toward it get skb mark 0x111, so the ip rule
     // sends them to table 100 (local delivery to ztunnel's transparent socket), not out eth0.
+    // Only the reply direction: ztunnel's own packets keep 0x539 and are not routed again
+    // (ARCHITECTURE.md decision 22; Istio's rule has no --ctdir).
     output: [
-      `-A ${ISTIO_OUTPUT} -m connmark --mark ${cmark} -j CONNMARK --restore-mark --nfmask ${hex(RESTORE_MASK)} --ctmask ${hex(RESTORE_MASK)}`,
+      `-A ${ISTIO_OUTPUT} -m connmark --mark ${cmark} -m conntrack --ctdir REPLY -j CONNMARK --restore-mark --nfmask ${hex(RESTORE_MASK)} --ctmask ${hex(RESTORE_MASK)}`,
     ],
-    // Connections ztunnel opens toward the local app (skb mark 0x539, via lo) get connmark 0x111.
-    prert: [`-A ${ISTIO_PRERT} -m mark --mark ${zmark} -j CONNMARK --set-xmark ${cmark}`],
+    // Connections ztunnel opens toward the local app (skb mark 0x539, via lo) get connmark 0x111;
+    // only those it originates: sockets accepted on its marked listeners inherit 0x539, and
+    // the connections of those are the app's own outbound ones (decision 22).
+    prert: [
+      `-A ${ISTIO_PRERT} -m mark --mark ${zmark} -m conntrack --ctdir ORIGINAL -j CONNMARK --set-xmark ${cmark}`,
+    ],
   };
 
   const natOutput: string[] = [
@@ -242,9 +248,14 @@ function nftTables(o: Readonly<RedirectOptions>): { name: string; chains: NftCha
         },
         {
           name: 'istio-prerouting',
-          rules: [`meta mark & ${mask} == ${zmark} counter ct mark set ct mark & ${keep} | ${cmark}`],
+          rules: [
+            `meta mark & ${mask} == ${zmark} ct direction original counter ct mark set ct mark & ${keep} | ${cmark}`,
+          ],
         },
-        { name: 'istio-output', rules: [`ct mark & ${mask} == ${cmark} counter meta mark set ct mark`] },
+        {
+          name: 'istio-output',
+          rules: [`ct direction reply ct mark & ${mask} == ${cmark} counter meta mark set ct mark`],
+        },
       ],
     },
   ];

@@ -92,8 +92,9 @@ t.test('iptables default: every row of the spec table, in Istio order', async (t
     ':ISTIO_PRERT - [0:0]',
     '-A PREROUTING -j ISTIO_PRERT',
     '-A OUTPUT -j ISTIO_OUTPUT',
-    '-A ISTIO_OUTPUT -m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff',
-    '-A ISTIO_PRERT -m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff',
+    // Istio's two rules, narrowed by conntrack direction (ARCHITECTURE.md decision 22).
+    '-A ISTIO_OUTPUT -m connmark --mark 0x111/0xfff -m conntrack --ctdir REPLY -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff',
+    '-A ISTIO_PRERT -m mark --mark 0x539/0xfff -m conntrack --ctdir ORIGINAL -j CONNMARK --set-xmark 0x111/0xfff',
     'COMMIT',
   ]);
   t.same(tableBlock(v4, 'nat'), [
@@ -212,8 +213,11 @@ t.test('nftables: three inet tables, hooks and priorities per the spec', async (
   t.match(nft, /type route hook output priority -150; policy accept;/);
   t.match(nft, /type filter hook prerouting priority -300; policy accept;/);
   t.match(nft, /type filter hook output priority -300; policy accept;/);
-  t.match(nft, /meta mark & 0xfff == 0x539 counter ct mark set ct mark & 0xfffff000 \| 0x111/);
-  t.match(nft, /ct mark & 0xfff == 0x111 counter meta mark set ct mark/);
+  t.match(
+    nft,
+    /meta mark & 0xfff == 0x539 ct direction original counter ct mark set ct mark & 0xfffff000 \| 0x111/,
+  );
+  t.match(nft, /ct direction reply ct mark & 0xfff == 0x111 counter meta mark set ct mark/);
   t.match(nft, /udp dport 53 meta mark & 0xfff == 0x539 counter ct zone set 1/);
   t.notMatch(renderNftables(), /table inet istio-ambient-raw \{/, 'no raw table without DNS capture');
   t.match(renderNftables(), /delete table inet istio-ambient-raw/, 'but a stale raw table is still deleted');

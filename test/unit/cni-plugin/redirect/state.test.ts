@@ -159,11 +159,11 @@ const NFT_LISTING = `table inet istio-ambient-mangle {
 	}
 
 	chain istio-prerouting {
-		meta mark & 0x00000fff == 0x00000539 counter ct mark set ct mark & 0xfffff111 | 0x00000111
+		meta mark & 0x00000fff == 0x00000539 ct direction original counter ct mark set ct mark & 0xfffff111 | 0x00000111
 	}
 
 	chain istio-output {
-		ct mark & 0x00000fff == 0x00000111 counter meta mark set ct mark
+		ct direction reply ct mark & 0x00000fff == 0x00000111 counter meta mark set ct mark
 	}
 }
 table inet istio-ambient-nat {

@@ -128,6 +128,25 @@ interface SessionInfo {
 }
 
 /** Re-reads the stream state (a function call, so no stale narrowing across awaits). */
+/** Printable ASCII, space and tab: everything an HBONE header value is made of. */
+const SAFE_HEADER_VALUE = /^[\t\x20-\x7e]*$/;
+
+/**
+ * The name of the first header whose value holds anything else (checklist A.15). nghttp2 already
+ * drops fields carrying NUL, CR, LF, other controls or DEL; bytes above 0x7e (obs-text, which Node
+ * hands over as Latin-1) are legal HTTP, but no HBONE header carries them, and a value that
+ * reaches a log line or a policy as mojibake is where injections start. Names need no check:
+ * nghttp2 refuses or drops every name that is not a lower-case token.
+ */
+function unsafeHeader(headers: http2.IncomingHttpHeaders): string | undefined {
+  for (const [name, value] of Object.entries(headers)) {
+    for (const v of Array.isArray(value) ? value : [value]) {
+      if (v !== undefined && !SAFE_HEADER_VALUE.test(v)) return name;
+    }
+  }
+  return undefined;
+}
+
 function streamGone(stream: http2.Http2Stream): boolean {
   return stream.closed || stream.destroyed;
 }
@@ -500,6 +519,11 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
     }
     if (typeof authority !== 'string' || authority === '') {
       refuse(400, 'CONNECT without :authority');
+      return;
+    }
+    const unsafe = unsafeHeader(headers);
+    if (unsafe !== undefined) {
+      refuse(400, `header ${unsafe} has a control character or a byte above 0x7e in its value`);
       return;
     }
     let target: Authority;

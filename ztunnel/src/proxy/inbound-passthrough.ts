@@ -42,7 +42,15 @@ export async function handleInboundPlaintext(
       }),
       deny ? 'DENY' : 'CONNECT',
     );
-    ctx.accessLog.failed({ direction: 'inbound', srcAddr, dstAddr, error });
+    ctx.accessLog.failed({
+      direction: 'inbound',
+      srcAddr,
+      dstAddr,
+      error,
+      dstWorkload: local?.name,
+      dstNamespace: local?.namespace,
+      dstIdentity: local ? workloadIdentity(local) : undefined,
+    });
     // A reset, not a FIN: the client must not mistake a refusal for an empty answer.
     socket.resetAndDestroy();
   };

@@ -61,7 +61,16 @@ export class InboundHandler {
         }),
         status === 401 ? 'DENY' : 'CONNECT',
       );
-      ctx.accessLog.failed({ direction: 'inbound', srcAddr, dstAddr: req.authority, error: reason });
+      ctx.accessLog.failed({
+        direction: 'inbound',
+        srcAddr,
+        dstAddr: req.authority,
+        error: reason,
+        srcIdentity: req.peer.id.uri,
+        dstWorkload: local?.name,
+        dstNamespace: local?.namespace,
+        dstIdentity: local ? workloadIdentity(local) : undefined,
+      });
       return { status, reason };
     };
 

@@ -63,11 +63,31 @@ export class AccessLog {
     }
   }
 
-  failed(e: { direction: 'inbound' | 'outbound'; srcAddr: string; dstAddr: string; error: string }): void {
-    this.#log.warn(
-      { 'src.addr': e.srcAddr, 'dst.addr': e.dstAddr, direction: e.direction, error: e.error },
-      'connection failed',
-    );
+  /**
+   * An early refusal. Whatever is known by then goes in too: a denial logged without the verified
+   * peer identity or the workload it was for cannot be audited.
+   */
+  failed(e: {
+    direction: 'inbound' | 'outbound';
+    srcAddr: string;
+    dstAddr: string;
+    error: string;
+    srcIdentity?: string | undefined;
+    dstWorkload?: string | undefined;
+    dstNamespace?: string | undefined;
+    dstIdentity?: string | undefined;
+  }): void {
+    const fields: Record<string, string | number> = {
+      'src.addr': e.srcAddr,
+      'dst.addr': e.dstAddr,
+      direction: e.direction,
+    };
+    put(fields, 'src.identity', e.srcIdentity);
+    put(fields, 'dst.workload', e.dstWorkload);
+    put(fields, 'dst.namespace', e.dstNamespace);
+    put(fields, 'dst.identity', e.dstIdentity);
+    fields.error = e.error;
+    this.#log.warn(fields, 'connection failed');
   }
 }
 

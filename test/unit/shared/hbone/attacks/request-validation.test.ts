@@ -2,7 +2,7 @@
 // HBONE CONNECT request validation under attack (security-and-reliability.md §4 checklist A.1 non-CONNECT
 // methods, A.2 CONNECT with :path/:scheme or without :authority, A.3 malformed authorities incl. the
 // CVE-2024-32475 long-host class, A.8 duplicate pseudo-headers / uppercase names / connection-specific
-// headers per RFC 9113 §8.2.1–§8.3, §8.5). Every case runs on its own connection and must end in a
+// headers per RFC 9113 §8.2.1–§8.3, §8.5, A.15 control and non-ASCII bytes in header values). Every case runs on its own connection and must end in a
 // 400 or a PROTOCOL_ERROR (RST_STREAM or GOAWAY) without onConnect ever being called.
 import t from 'tap';
 import {
@@ -315,4 +315,65 @@ t.test('A.8 invalid field names are refused or never reach onConnect', async (t)
     t.notOk(leaked, `${name}: the invalid field never reaches onConnect`);
     t.ok(isProtocolError(o) || o.kind === 'status', `${name}: a deterministic answer (${describe(o)})`);
   }
+});
+
+t.test('A.15 control characters and non-ASCII bytes in a header value never reach onConnect', async (t) => {
+  // nghttp2 drops a field whose value holds NUL, CR, LF, another control or DEL (RFC 9113 §8.2.1),
+  // and the request goes on without it. Bytes above 0x7e are legal HTTP field content that Node
+  // hands over as Latin-1; no HBONE header carries them, so the server refuses those requests with
+  // a 400 before onConnect. Either way no such value can reach a log line or a policy.
+  const rig = await startRig(t);
+  const target = `127.0.0.1:${rig.echoPort}`;
+  const bytes = (...parts: (string | number[])[]): Uint8Array =>
+    Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'latin1') : Buffer.from(p))));
+  const cases: [string, Uint8Array, 'dropped' | 'refused'][] = [
+    ['NUL', bytes('a', [0x00], 'b'), 'dropped'],
+    ['CR', bytes('a', [0x0d], 'b'), 'dropped'],
+    ['LF', bytes('a', [0x0a], 'b'), 'dropped'],
+    ['CRLF with an injected header', bytes('k8s.namespace.name=a', [0x0d, 0x0a], 'x-injected: 1'), 'dropped'],
+    ['an injected JSON log line', bytes('a"}', [0x0a], '{"src.identity":"spiffe://x/ns/y/sa/z"}'), 'dropped'],
+    ['SOH', bytes('a', [0x01], 'b'), 'dropped'],
+    ['ESC (terminal escape)', bytes([0x1b], '[31mred'), 'dropped'],
+    ['DEL', bytes('a', [0x7f], 'b'), 'dropped'],
+    ['0xff (not UTF-8)', bytes('a', [0xff], 'b'), 'refused'],
+    ['a lone UTF-8 lead byte', bytes('a', [0xc3], 'b'), 'refused'],
+    ['valid UTF-8 (é)', bytes('caf', [0xc3, 0xa9]), 'refused'],
+  ];
+  const outcomes: string[] = [];
+  for (const header of ['baggage', 'forwarded', 'x-custom']) {
+    for (const [name, value, expected] of cases) {
+      const before = rig.stats.requests.length;
+      const o = await attempt(rig, [
+        [':method', 'CONNECT'],
+        [':authority', target],
+        { kind: 'literal', name: header, value },
+      ]);
+      const seen = rig.stats.requests.slice(before);
+      outcomes.push(`${header}: ${name}: ${describe(o)}${seen.length > 0 ? ' (field dropped)' : ''}`);
+      t.notOk(
+        seen.some((r) => header in r.headers),
+        `${header} ${name}: no value of the field reaches onConnect`,
+      );
+      if (expected === 'refused') {
+        t.ok(o.kind === 'status' && o.status === 400, `${header} ${name} → ${describe(o)}`);
+        t.equal(seen.length, 0, `${header} ${name}: onConnect not called`);
+      } else {
+        t.ok(
+          isProtocolError(o) || (o.kind === 'status' && (o.status === 400 || o.status === 200)),
+          `${header} ${name}: a deterministic answer (${describe(o)})`,
+        );
+      }
+    }
+  }
+  // Control: the same headers with printable ASCII (and a tab) get through unchanged.
+  const o = await attempt(rig, [
+    [':method', 'CONNECT'],
+    [':authority', target],
+    ['baggage', 'k8s.namespace.name=a,k8s.pod.name=b'],
+    ['forwarded', 'for="10.0.0.1:1234"'],
+    ['x-custom', 'tab\tand ~!@#$%^&*()'],
+  ]);
+  t.ok(o.kind === 'status' && o.status === 200, `printable ASCII accepted → ${describe(o)}`);
+  t.same(rig.stats.requests.at(-1)?.headers['x-custom'], 'tab\tand ~!@#$%^&*()');
+  t.comment(outcomes.join('\n'));
 });

@@ -41,7 +41,7 @@ export interface RigStats {
   /** The first 50 'sessionError' messages the server emitted. */
   sessionErrors: string[];
   /** The first 100 requests onConnect saw: authority and header names. */
-  requests: { authority: string; headerNames: string[] }[];
+  requests: { authority: string; headerNames: string[]; headers: Record<string, unknown> }[];
 }
 
 export interface RigOptions {
@@ -129,7 +129,11 @@ export async function startRig(t: Test, opts: RigOptions = {}): Promise<Rig> {
     onConnect: async (req) => {
       stats.onConnect++;
       if (stats.requests.length < 100) {
-        stats.requests.push({ authority: req.authority, headerNames: Object.keys(req.headers) });
+        stats.requests.push({
+          authority: req.authority,
+          headerNames: Object.keys(req.headers),
+          headers: { ...req.headers },
+        });
       }
       stats.inFlight++;
       stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);

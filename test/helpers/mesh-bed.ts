@@ -34,6 +34,11 @@ export interface MeshBed {
   ztunnels: ZtunnelProc[];
   /** Rewrites the static config (ztunnels reload it on change). */
   writeConfig(doc: Record<string, unknown>): void;
+  /**
+   * Starts a fresh ztunnel on a node whose ztunnel has exited (as the DaemonSet would), with the
+   * same pods to take over, and resolves once it is ready; `ztunnels[node]` is replaced.
+   */
+  restart(node: number): Promise<ZtunnelProc>;
   destroy(): Promise<void>;
 }
 
@@ -122,7 +127,7 @@ export async function startMeshBed(opts: {
     };
     writeConfig(opts.config(pods));
 
-    for (const node of tb.nodes) {
+    const spawnZtunnel = (node: Testbed['nodes'][number]): ZtunnelProc => {
       const inpod = opts.pods
         .filter((p) => p.mesh !== false && p.node === node.index)
         .map((p) => ({
@@ -158,7 +163,7 @@ export async function startMeshBed(opts: {
       child.stdout?.on('data', onData);
       child.stderr?.on('data', onData);
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-      const zt: ZtunnelProc = {
+      return {
         node: node.index,
         child,
         logs,
@@ -175,10 +180,9 @@ export async function startMeshBed(opts: {
           return exited;
         },
       };
-      ztunnels.push(zt);
-    }
-    for (const zt of ztunnels) {
-      await waitFor(
+    };
+    const waitReady = (zt: ZtunnelProc): Promise<void> =>
+      waitFor(
         async () => {
           if (zt.child.exitCode !== null)
             throw new Error(`ztunnel on node ${zt.node} exited: ${zt.logs.join('\n')}`);
@@ -189,7 +193,9 @@ export async function startMeshBed(opts: {
       ).catch((err: unknown) => {
         throw new Error(`${String(err)}\nlogs:\n${zt.logs.join('\n')}`);
       });
-    }
+
+    for (const node of tb.nodes) ztunnels.push(spawnZtunnel(node));
+    for (const zt of ztunnels) await waitReady(zt);
     return {
       tb,
       pods,
@@ -198,6 +204,17 @@ export async function startMeshBed(opts: {
       configPath,
       ztunnels,
       writeConfig,
+      restart: async (node) => {
+        const old = ztunnels[node];
+        if (old === undefined) throw new Error(`no ztunnel on node ${node}`);
+        if (old.child.exitCode === null && old.child.signalCode === null) {
+          throw new Error(`ztunnel on node ${node} is still running; stop it first`);
+        }
+        const zt = spawnZtunnel(tb.nodes[node]!);
+        ztunnels[node] = zt;
+        await waitReady(zt);
+        return zt;
+      },
       destroy: async () => {
         await Promise.all(ztunnels.map((z) => z.stop('SIGKILL')));
         await tb.destroy();

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// ztunnel lifecycle in network namespaces (checklist I.96; of I.100 only what SIGTERM shows: with
-// the listeners gone the redirect rules stay, so new connections are refused, never bypass the
-// mesh; a SIGKILL is not exercised here): on SIGTERM the listeners close at once, established
+// ztunnel lifecycle in network namespaces (checklist I.96; SIGKILL, I.100, is sigkill.test.ts): on
+// SIGTERM the listeners close at once, established
 // connections keep flowing until the drain deadline, then the process exits on its own before a
 // SIGKILL would be needed.
 import t from 'tap';

@@ -258,6 +258,30 @@ if (process.getuid?.() !== 0) {
         t.ok(s1.restore - s0.restore > 0, "server pod: the app's replies get the mark");
       });
 
+      t.test('D.56 a pod dialling ztunnel ports in its own netns gets nothing', async (t) => {
+        const pod = bed.pods.client!;
+        const zt = bed.ztunnels[0]!;
+        const before = zt.logs.length;
+        const outcomes: string[] = [];
+        for (const host of [pod.ip, '127.0.0.1']) {
+          for (const port of [15001, 15006, 15008, 15000, 15020, 15021, 15053]) {
+            const payload = `self-call-${port}`;
+            const r = await tcpRequest(pod, host, port, { payload, timeoutMs: 2000 });
+            outcomes.push(`${host}:${port} → ${r.output.trim() || '(closed)'}`);
+            t.equal(r.server, undefined, `${host}:${port}: no app answered`);
+            t.notOk(r.output.includes(payload), `${host}:${port}: nothing echoed`);
+          }
+        }
+        t.comment(outcomes.join('\n'));
+        await new Promise((res) => setTimeout(res, 200));
+        const refusals = zt.logs.slice(before).filter((l) => l.includes('self-call'));
+        // 15001 and 15006 on each address reach ztunnel's own listeners and are refused there.
+        t.equal(refusals.length, 4, 'one refusal per self-call, no loop', { refusals });
+        t.equal((await zt.get(15021, '/healthz/ready')).status, 200, 'ztunnel still ready');
+        const ok = await tcpRequest(pod, bed.pods.server1!.ip, 8080);
+        t.ok(ok.ok, `and the pod's real traffic still flows: ${ok.output}`);
+      });
+
       t.test('a pod calling its own IP is not captured', async (t) => {
         const before = bed.ztunnels[0]!.accessLogs().length;
         const r = await tcpRequest(bed.pods.server1!, bed.pods.server1!.ip, 9090);

@@ -36,6 +36,8 @@ export interface RigStats {
   maxUpstreamOpen: number;
   /** Connections accepted by the upstream echo server. */
   upstreamAccepted: number;
+  /** Firehose upstream only: bytes its sockets' kernel buffers have accepted so far. */
+  upstreamBytesAccepted(): number;
   /** onTunnelClosed calls. */
   tunnelsClosed: number;
   /** The first 50 'sessionError' messages the server emitted. */
@@ -57,6 +59,12 @@ export interface RigOptions {
   guardResetAfterEnd?: boolean;
   /** Time onConnect waits before dialling (to widen the window in which a stream can be cancelled). */
   dialDelayMs?: number;
+  /**
+   * What the upstream server does: 'echo' (default) sends back what it reads; 'firehose' writes
+   * 64 KiB chunks as fast as its socket takes them and counts what the kernel accepted
+   * (`stats.upstreamBytesAccepted`), for flow-control tests.
+   */
+  upstream?: 'echo' | 'firehose';
 }
 
 export type Cred = Pick<RawH2ConnectOptions, 'port' | 'key' | 'cert' | 'ca'>;
@@ -105,18 +113,37 @@ export async function startRig(t: Test, opts: RigOptions = {}): Promise<Rig> {
     upstreamOpen: 0,
     maxUpstreamOpen: 0,
     upstreamAccepted: 0,
+    upstreamBytesAccepted: () => {
+      let n = 0;
+      for (const s of echoSockets) n += s.bytesWritten - s.writableLength;
+      return n + closedBytesAccepted;
+    },
     tunnelsClosed: 0,
     requests: [],
     sessionErrors: [],
   };
 
   const echoSockets = new Set<net.Socket>();
+  let closedBytesAccepted = 0;
+  const chunk = Buffer.alloc(64 * 1024, 0x5a);
   const echo = net.createServer((s) => {
     stats.upstreamAccepted++;
     echoSockets.add(s);
     s.on('error', () => undefined);
-    s.on('close', () => echoSockets.delete(s));
-    s.pipe(s);
+    s.on('close', () => {
+      echoSockets.delete(s);
+      closedBytesAccepted += s.bytesWritten - s.writableLength;
+    });
+    if (opts.upstream === 'firehose') {
+      const pump = (): void => {
+        while (!s.destroyed && s.write(chunk));
+      };
+      s.on('drain', pump);
+      s.resume();
+      pump();
+    } else {
+      s.pipe(s);
+    }
   });
   await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
   const echoPort = (echo.address() as net.AddressInfo).port;

@@ -4,7 +4,7 @@
 // resident memory (histograms, summaries, cluster aggregation and OpenTelemetry exemplars we do
 // not use). Output is stable: families in registration order (then collectors'), samples of a
 // family in the order their label sets were first seen, labels in declared order.
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export const CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -331,8 +331,32 @@ export function registerProcessMetrics(registry: Registry): void {
         value: fds,
       });
     }
+    const max = maxFds();
+    if (max !== undefined) {
+      samples.push({
+        name: 'process_max_fds',
+        help: 'Maximum number of open file descriptors.',
+        type: 'gauge',
+        value: max,
+      });
+    }
     return samples;
   });
+}
+
+/**
+ * The soft open-file limit. Connections beyond it are accepted and closed at once by libuv
+ * without an error reaching ztunnel, so process_open_fds / process_max_fds is what shows the
+ * exhaustion (checklist F.79). Node raises the soft limit to the hard one at start.
+ */
+function maxFds(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (m === null || m[1] === 'unlimited') return undefined;
+    return Number(m[1]);
+  } catch {
+    return undefined; // not Linux
+  }
 }
 
 function openFds(): number | undefined {

@@ -2,6 +2,7 @@
 // The in-house Prometheus registry: exposition format 0.0.4 (HELP/TYPE, escaping, value
 // formatting), stable ordering, counter monotonicity, gauge operations, label sets per metric
 // and the process_* collector.
+import { readFileSync } from 'node:fs';
 import t from 'tap';
 import {
   CONTENT_TYPE,
@@ -134,9 +135,12 @@ t.test('process metrics are computed on scrape', async (t) => {
     'process_cpu_seconds_total',
     'process_start_time_seconds',
     'process_open_fds',
+    'process_max_fds',
   ]) {
     t.match(body, new RegExp(`# TYPE ${name} (gauge|counter)\\n${name} [0-9.e+]+\\n`), name);
   }
+  const limit = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1];
+  t.equal(/\nprocess_max_fds (\d+)\n/.exec(body)?.[1], limit, 'process_max_fds is the soft limit');
   const rss = Number(/\nprocess_resident_memory_bytes (\d+)\n/.exec(body)?.[1]);
   t.ok(rss > 1e6, 'rss is in bytes');
   const start = Number(/\nprocess_start_time_seconds (\d+)\n/.exec(body)?.[1]);

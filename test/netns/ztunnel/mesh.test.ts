@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startMeshBed, type MeshBed } from '../../helpers/mesh-bed.ts';
-import { startTcpServer, tcpRequest } from '../../helpers/testbed-apps.ts';
+import { NODE_BIN, startTcpServer, tcpRequest } from '../../helpers/testbed-apps.ts';
 import type { Pod } from '../../helpers/testbed.ts';
 import { detectIptablesBackend } from '../../../cni-plugin/src/redirect/apply.ts';
 
@@ -281,6 +281,96 @@ if (process.getuid?.() !== 0) {
         const ok = await tcpRequest(pod, bed.pods.server1!.ip, 8080);
         t.ok(ok.ok, `and the pod's real traffic still flows: ${ok.output}`);
       });
+
+      t.test(
+        'D.55 the ztunnel mark as an escape: refused without NET_ADMIN; with it, STRICT still holds',
+        async (t) => {
+          // A pod process asks for SO_MARK 0x539 on its socket: the in-pod rules do not capture what
+          // carries that mark. setsockopt(SO_MARK) needs CAP_NET_ADMIN, which pods do not get; a pod
+          // that has it can skip its own capture (out of scope, as upstream), but the packets reach the
+          // other pod unmarked (the mark does not cross the veth), so its ztunnel still captures them,
+          // and a STRICT destination refuses what comes without an identity.
+          const native = join(import.meta.dirname, '../../../src/shared/native/index.ts');
+          const script = `
+        import net from 'node:net';
+        import { socketForConnect } from ${JSON.stringify(native)};
+        const [host, port, mark] = process.argv.slice(1);
+        let fd;
+        try {
+          fd = socketForConnect({ family: 4, ...(mark === '-' ? {} : { mark: Number(mark) }) });
+        } catch (e) {
+          console.log(JSON.stringify({ error: e.code }));
+          process.exit(0);
+        }
+        const s = new net.Socket({ fd });
+        const t = setTimeout(() => { console.log(JSON.stringify({ error: 'TIMEOUT' })); process.exit(0); }, 3000);
+        s.on('error', (e) => { console.log(JSON.stringify({ error: e.code })); process.exit(0); });
+        s.on('connect', () => s.write('x'));
+        s.on('data', (d) => { clearTimeout(t); console.log(JSON.stringify({ port: s.localPort, banner: String(d) })); process.exit(0); });
+        s.connect({ host, port: Number(port) });
+      `;
+          const client = bed.pods.client!;
+          const run = async (
+            as: 'nobody' | 'root',
+            host: string,
+            mark: number | '-',
+          ): Promise<{ error?: string; port?: number; banner?: string }> => {
+            const args = ['--input-type=module', '-e', script, host, '8080', String(mark)];
+            // uid 1337 is ztunnel's uid upstream; dropping every capability is what a pod gets.
+            const drop = [
+              '--reuid=1337',
+              '--regid=1337',
+              '--clear-groups',
+              '--inh-caps=-all',
+              '--bounding-set=-all',
+            ];
+            const r =
+              as === 'root'
+                ? await client.exec(NODE_BIN, args, { timeoutMs: 10_000 })
+                : await client.exec('setpriv', [...drop, NODE_BIN, ...args], { timeoutMs: 10_000 });
+            t.equal(r.code, 0, r.stderr);
+            return JSON.parse(r.stdout.trim()) as { error?: string; port?: number; banner?: string };
+          };
+          /** zt0's access-log line for the connection from client:port, in one direction. */
+          const logFrom = async (
+            direction: 'inbound' | 'outbound',
+            port: number,
+          ): Promise<Record<string, unknown> | undefined> => {
+            await new Promise((res) => setTimeout(res, 300));
+            return bed.ztunnels[0]!.accessLogs().find(
+              (l) => l.direction === direction && l['src.addr'] === `${client.ip}:${port}`,
+            );
+          };
+
+          const denied = await run('nobody', bed.pods.server1!.ip, 0x539);
+          t.equal(denied.error, 'EPERM', 'uid 1337 without capabilities cannot set the mark');
+          const captured = await run('nobody', bed.pods.server1!.ip, '-');
+          t.match(captured.banner, `peer=${client.ip}`, 'its plain connection works');
+          const out = await logFrom('outbound', captured.port!);
+          t.equal(
+            out?.['src.identity'],
+            'spiffe://cluster.local/ns/demo/sa/client',
+            'and went through ztunnel with the pod identity (uid 1337 is no exemption)',
+          );
+          t.ok(out?.['dst.hbone_addr'] !== undefined, 'over HBONE');
+
+          const escaped = await run('root', bed.pods.server1!.ip, 0x539);
+          t.match(
+            escaped.banner,
+            `peer=${client.ip}`,
+            'with NET_ADMIN the marked connection skips outbound capture',
+          );
+          t.equal(await logFrom('outbound', escaped.port!), undefined, 'no outbound ztunnel saw it');
+          const seen = await logFrom('inbound', escaped.port!);
+          t.ok(seen !== undefined, "the destination's ztunnel still captured it");
+          t.equal(seen?.['src.identity'], undefined, 'as plaintext, with no identity');
+          const strict = await run('root', bed.pods.server2!.ip, 0x539);
+          t.ok(
+            strict.error !== undefined,
+            `a STRICT destination refuses it (${strict.error ?? 'connected'})`,
+          );
+        },
+      );
 
       t.test('a pod calling its own IP is not captured', async (t) => {
         const before = bed.ztunnels[0]!.accessLogs().length;

@@ -22,6 +22,43 @@ export interface MeshPodSpec {
   mesh?: boolean;
 }
 
+/** The common two-node case: `client` on node 0 and `server` on node 1, namespace demo. */
+export const CLIENT_SERVER_PODS: readonly MeshPodSpec[] = [
+  { name: 'client', node: 0, namespace: 'demo', serviceAccount: 'client' },
+  { name: 'server', node: 1, namespace: 'demo', serviceAccount: 'server' },
+];
+
+/**
+ * The static-config workload of a test-bed pod: HBONE, on `node-<node>`, in the pod's namespace;
+ * its service account is the pod's name unless `extra` says otherwise.
+ */
+export function meshWorkload(
+  pod: Pod,
+  node: number,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    name: pod.name,
+    namespace: pod.namespace,
+    serviceAccount: pod.name,
+    addresses: [pod.ip],
+    tunnelProtocol: 'HBONE',
+    node: `node-${node}`,
+    ...extra,
+  };
+}
+
+/** Istio's converted STRICT PeerAuthentication (spec §3.8) as a static-config policy. */
+export const STRICT_POLICY = {
+  name: 'istio_converted_static_strict',
+  namespace: 'istio-system',
+  scope: 'WORKLOAD_SELECTOR',
+  action: 'DENY',
+  rules: [{ clauses: [{ matches: [{ notPrincipals: [{ presence: true }] }] }] }],
+} as const;
+/** What a workload lists in `authorizationPolicies` to be STRICT. */
+export const STRICT_POLICY_REF = `${STRICT_POLICY.namespace}/${STRICT_POLICY.name}`;
+
 /** The workload/service/policy document, built once pod IPs are known (static config shape). */
 export type ConfigBuilder = (pods: Record<string, Pod>) => Record<string, unknown>;
 

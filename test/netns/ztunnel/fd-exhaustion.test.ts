@@ -8,7 +8,7 @@
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { startMeshBed, type MeshBed } from '../../helpers/mesh-bed.ts';
+import { CLIENT_SERVER_PODS, meshWorkload, startMeshBed, type MeshBed } from '../../helpers/mesh-bed.ts';
 import { NODE_BIN, startTcpServer, tcpRequest } from '../../helpers/testbed-apps.ts';
 
 if (process.getuid?.() !== 0) {
@@ -19,20 +19,8 @@ if (process.getuid?.() !== 0) {
   t.before(async () => {
     bed = await startMeshBed({
       nodes: 2,
-      pods: [
-        { name: 'client', node: 0, namespace: 'demo', serviceAccount: 'client' },
-        { name: 'server', node: 1, namespace: 'demo', serviceAccount: 'server' },
-      ],
-      config: (p) => ({
-        workloads: (['client', 'server'] as const).map((n, i) => ({
-          name: n,
-          namespace: 'demo',
-          serviceAccount: n,
-          addresses: [p[n]!.ip],
-          tunnelProtocol: 'HBONE',
-          node: `node-${i}`,
-        })),
-      }),
+      pods: [...CLIENT_SERVER_PODS],
+      config: (p) => ({ workloads: [meshWorkload(p.client!, 0), meshWorkload(p.server!, 1)] }),
     });
     await startTcpServer(bed.pods.server!, 'server', [8080]);
   });

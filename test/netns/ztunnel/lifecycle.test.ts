@@ -4,7 +4,7 @@
 // connections keep flowing until the drain deadline, then the process exits on its own before a
 // SIGKILL would be needed.
 import t from 'tap';
-import { startMeshBed, type MeshBed } from '../../helpers/mesh-bed.ts';
+import { CLIENT_SERVER_PODS, meshWorkload, startMeshBed, type MeshBed } from '../../helpers/mesh-bed.ts';
 import { startTcpServer, tcpRequest, NODE_BIN } from '../../helpers/testbed-apps.ts';
 
 if (process.getuid?.() !== 0) {
@@ -15,22 +15,10 @@ if (process.getuid?.() !== 0) {
   t.before(async () => {
     bed = await startMeshBed({
       nodes: 2,
-      pods: [
-        { name: 'client', node: 0, namespace: 'demo', serviceAccount: 'client' },
-        { name: 'server', node: 1, namespace: 'demo', serviceAccount: 'server' },
-      ],
+      pods: [...CLIENT_SERVER_PODS],
       // grace 4 s → drain deadline 3 s (spec: grace − 1 s when ≤ 10 s)
       env: { TERMINATION_GRACE_PERIOD_SECONDS: '4' },
-      config: (p) => ({
-        workloads: (['client', 'server'] as const).map((n, i) => ({
-          name: n,
-          namespace: 'demo',
-          serviceAccount: n,
-          addresses: [p[n]!.ip],
-          tunnelProtocol: 'HBONE',
-          node: `node-${i}`,
-        })),
-      }),
+      config: (p) => ({ workloads: [meshWorkload(p.client!, 0), meshWorkload(p.server!, 1)] }),
     });
     await startTcpServer(bed.pods.server!, 'server', [8080]);
   });

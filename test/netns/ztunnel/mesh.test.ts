@@ -5,7 +5,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startMeshBed, type MeshBed } from '../../helpers/mesh-bed.ts';
+import { STRICT_POLICY, STRICT_POLICY_REF, startMeshBed, type MeshBed } from '../../helpers/mesh-bed.ts';
 import { NODE_BIN, startTcpServer, tcpRequest } from '../../helpers/testbed-apps.ts';
 import type { Pod } from '../../helpers/testbed.ts';
 import { detectIptablesBackend } from '../../../cni-plugin/src/redirect/apply.ts';
@@ -55,7 +55,7 @@ if (process.getuid?.() !== 0) {
                 services: { 'demo/echo.demo.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }] },
               }),
               workload(p.server2!, 'server', 1, {
-                authorizationPolicies: ['istio-system/istio_converted_static_strict', 'demo/allow-client'],
+                authorizationPolicies: [STRICT_POLICY_REF, 'demo/allow-client'],
                 services: { 'demo/echo.demo.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }] },
               }),
               workload(p.other!, 'other', 1),
@@ -77,13 +77,7 @@ if (process.getuid?.() !== 0) {
               },
             ],
             policies: [
-              {
-                name: 'istio_converted_static_strict',
-                namespace: 'istio-system',
-                scope: 'WORKLOAD_SELECTOR',
-                action: 'DENY',
-                rules: [{ clauses: [{ matches: [{ notPrincipals: [{ presence: true }] }] }] }],
-              },
+              STRICT_POLICY,
               {
                 name: 'allow-client',
                 namespace: 'demo',

@@ -3,7 +3,7 @@
 // directions, resets propagated as resets both ways, and 1,000 concurrent connections through one
 // ztunnel pair with no loss. Cross-node, so both ztunnels and the HBONE hop are on the path.
 import t from 'tap';
-import { startMeshBed, type MeshBed } from '../../helpers/mesh-bed.ts';
+import { CLIENT_SERVER_PODS, meshWorkload, startMeshBed, type MeshBed } from '../../helpers/mesh-bed.ts';
 import { runPodClient, startPodServer, type PodServer } from '../../helpers/pod-apps.ts';
 
 if (process.getuid?.() !== 0) {
@@ -15,20 +15,8 @@ if (process.getuid?.() !== 0) {
   t.before(async () => {
     bed = await startMeshBed({
       nodes: 2,
-      pods: [
-        { name: 'client', node: 0, namespace: 'demo', serviceAccount: 'client' },
-        { name: 'server', node: 1, namespace: 'demo', serviceAccount: 'server' },
-      ],
-      config: (p) => ({
-        workloads: (['client', 'server'] as const).map((n, i) => ({
-          name: n,
-          namespace: 'demo',
-          serviceAccount: n,
-          addresses: [p[n]!.ip],
-          tunnelProtocol: 'HBONE',
-          node: `node-${i}`,
-        })),
-      }),
+      pods: [...CLIENT_SERVER_PODS],
+      config: (p) => ({ workloads: [meshWorkload(p.client!, 0), meshWorkload(p.server!, 1)] }),
     });
     const server = bed.pods.server!;
     await startPodServer(server, 'halfclose', 7001, 200_000);

@@ -127,7 +127,6 @@ interface SessionInfo {
   prematureResets: number;
 }
 
-/** Re-reads the stream state (a function call, so no stale narrowing across awaits). */
 /** Printable ASCII, space and tab: everything an HBONE header value is made of. */
 const SAFE_HEADER_VALUE = /^[\t\x20-\x7e]*$/;
 
@@ -147,6 +146,7 @@ function unsafeHeader(headers: http2.IncomingHttpHeaders): string | undefined {
   return undefined;
 }
 
+/** Re-reads the stream state (a function call, so no stale narrowing across awaits). */
 function streamGone(stream: http2.Http2Stream): boolean {
   return stream.closed || stream.destroyed;
 }

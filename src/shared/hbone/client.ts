@@ -59,6 +59,9 @@ export interface HboneClientOptions {
   dial?: HboneDialer;
 }
 
+/** How long close() lets an idle session's graceful close take before destroying it. */
+const IDLE_CLOSE_GRACE_MS = 1000;
+
 export interface HboneTunnel {
   /** The CONNECT stream: the raw byte pipe after the 200. A no-op 'error' listener is attached; add your own. */
   readonly stream: http2.ClientHttp2Stream;
@@ -234,7 +237,8 @@ export class HboneClient {
   /**
    * Stops handing out sessions and closes them: idle sessions get a graceful GOAWAY; sessions with
    * open streams are closed gracefully and destroyed after `deadlineMs` (default 0: at once,
-   * resetting their streams). Resolves when every session has closed.
+   * resetting their streams). Resolves when every session has closed, or at the latest
+   * 2 × IDLE_CLOSE_GRACE_MS after the deadline.
    */
   async close(opts: { deadlineMs?: number } = {}): Promise<void> {
     this.#closed = true;
@@ -245,18 +249,30 @@ export class HboneClient {
       if (ps.idleTimer) clearTimeout(ps.idleTimer);
       if (ps.session.destroyed) continue;
       waits.push(new Promise((resolve) => ps.session.once('close', () => resolve())));
-      if (ps.active === 0) ps.session.close();
-      else if (deadlineMs <= 0) ps.session.destroy();
-      else {
+      if (ps.active > 0 && deadlineMs <= 0) {
+        ps.session.destroy();
+      } else {
+        // GOAWAY first. An idle session normally closes at once, but Node waits for every stream
+        // it still counts (one whose close has not completed, or whose peer died unnoticed), so
+        // close() is bounded: destroyed after the deadline, or IDLE_CLOSE_GRACE_MS when idle.
         ps.session.close();
-        setTimeout(() => ps.session.destroy(), deadlineMs).unref();
+        setTimeout(() => ps.session.destroy(), Math.max(deadlineMs, IDLE_CLOSE_GRACE_MS)).unref();
       }
     }
     // Creations in flight see #closed when they finish and destroy their session.
     const creating = [...this.#keys.values()].flatMap((s) =>
       s.creating ? [s.creating.catch(() => undefined)] : [],
     );
-    await Promise.all([...waits, ...creating]);
+    // Bounded as well: a session whose socket never reports its close (seen after a peer died
+    // abruptly, see the session-5 notes) must not hang the caller's shutdown.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all([...waits, ...creating]),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, Math.max(deadlineMs, IDLE_CLOSE_GRACE_MS) + IDLE_CLOSE_GRACE_MS);
+      }),
+    ]);
+    clearTimeout(timer);
     for (const ps of this.#all) if (!ps.session.destroyed) ps.session.destroy();
   }
 

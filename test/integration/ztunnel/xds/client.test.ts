@@ -470,6 +470,19 @@ async function startScripted(t: Test): Promise<{ address: string; stream: () => 
   };
 }
 
+/** A scripted server, a client of it, and the client's first stream once both subscriptions came. */
+async function subscribed(
+  t: Test,
+  over: Partial<WdsClientOptions> = {},
+): Promise<{ s: Awaited<ReturnType<typeof startScripted>>; c: Started; stream: ScriptedStream }> {
+  const s = await startScripted(t);
+  const c = startClient(t, s.address, over);
+  const stream = await s.stream();
+  await stream.next();
+  await stream.next();
+  return { s, c, stream };
+}
+
 const workloadBytes = (i: number): Uint8Array =>
   Address.encode({ type: { $case: 'workload', value: podWorkload(i) } }).finish();
 
@@ -527,11 +540,7 @@ t.test(
 t.test(
   'resources whose body is not what the type says are refused; decode errors are reported',
   async (t) => {
-    const s = await startScripted(t);
-    const c = startClient(t, s.address);
-    const stream = await s.stream();
-    await stream.next();
-    await stream.next();
+    const { c, stream } = await subscribed(t);
     stream.call.write({
       systemVersionInfo: '',
       typeUrl: ADDRESS_TYPE_URL,
@@ -580,11 +589,7 @@ t.test(
 t.test(
   'C.52: a DENY with a matcher newer than ztunnel is applied fail-closed, and a warning says so',
   async (t) => {
-    const s = await startScripted(t);
-    const c = startClient(t, s.address);
-    const stream = await s.stream();
-    await stream.next();
-    await stream.next();
+    const { c, stream } = await subscribed(t);
     const w0 = Address.encode({
       type: { $case: 'workload', value: podWorkload(0, { authorizationPolicies: ['apps/p0'] }) },
     }).finish();
@@ -625,11 +630,7 @@ t.test(
 );
 
 t.test('reconnect sends initial_resource_versions of what is held', async (t) => {
-  const s = await startScripted(t);
-  const c = startClient(t, s.address, { backoff: { initialMs: 10, maxMs: 100 } });
-  const one = await s.stream();
-  await one.next();
-  await one.next();
+  const { s, c, stream: one } = await subscribed(t, { backoff: { initialMs: 10, maxMs: 100 } });
   one.respond(ADDRESS_TYPE_URL, 'a1', [
     [W(0), workloadBytes(0)],
     [W(1), workloadBytes(1)],
@@ -654,11 +655,7 @@ t.test('reconnect sends initial_resource_versions of what is held', async (t) =>
 });
 
 t.test('close() stops reconnecting and keeps the state', async (t) => {
-  const s = await startScripted(t);
-  const c = startClient(t, s.address);
-  const stream = await s.stream();
-  await stream.next();
-  await stream.next();
+  const { c, stream } = await subscribed(t);
   stream.respond(ADDRESS_TYPE_URL, 'a1', [[W(0), workloadBytes(0)]]);
   await stream.next();
   const cancelled = new Promise<void>((resolve) => stream.call.on('cancelled', () => resolve()));

@@ -32,12 +32,13 @@ export async function handleInboundPlaintext(
   const srcIp = canonicalIp(socket.remoteAddress ?? '') ?? socket.remoteAddress ?? 'unknown';
   const srcAddr = hostPort(srcIp, socket.remotePort);
   const fail = (dstAddr: string, error: string, local?: Workload, deny = false): void => {
+    const dstIdentity = local ? workloadIdentity(local) : undefined;
     ctx.metrics.connectionRefused(
       connectionLabels({
         reporter: 'destination',
         source: ctx.store.workloadByIp(ctx.network, srcIp),
         destination: local,
-        destinationPrincipal: local ? workloadIdentity(local) : undefined,
+        destinationPrincipal: dstIdentity,
         mutualTls: false,
       }),
       deny ? 'DENY' : 'CONNECT',
@@ -49,7 +50,7 @@ export async function handleInboundPlaintext(
       error,
       dstWorkload: local?.name,
       dstNamespace: local?.namespace,
-      dstIdentity: local ? workloadIdentity(local) : undefined,
+      dstIdentity,
     });
     // A reset, not a FIN: the client must not mistake a refusal for an empty answer.
     socket.resetAndDestroy();

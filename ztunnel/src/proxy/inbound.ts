@@ -51,12 +51,13 @@ export class InboundHandler {
     const started = performance.now();
     const srcAddr = hostPort(req.remoteAddress, req.remotePort);
     const refuse = (status: 400 | 401 | 503, reason: string, local?: Workload): InboundDecision => {
+      const dstIdentity = local ? workloadIdentity(local) : undefined;
       ctx.metrics.connectionRefused(
         connectionLabels({
           reporter: 'destination',
           sourcePrincipal: req.peer.id.uri,
           destination: local,
-          destinationPrincipal: local ? workloadIdentity(local) : undefined,
+          destinationPrincipal: dstIdentity,
           mutualTls: true,
         }),
         status === 401 ? 'DENY' : 'CONNECT',
@@ -69,7 +70,7 @@ export class InboundHandler {
         srcIdentity: req.peer.id.uri,
         dstWorkload: local?.name,
         dstNamespace: local?.namespace,
-        dstIdentity: local ? workloadIdentity(local) : undefined,
+        dstIdentity,
       });
       return { status, reason };
     };

@@ -263,8 +263,8 @@ export class HboneClient {
     const creating = [...this.#keys.values()].flatMap((s) =>
       s.creating ? [s.creating.catch(() => undefined)] : [],
     );
-    // Bounded as well: a session whose socket never reports its close (seen after a peer died
-    // abruptly, see the session-5 notes) must not hang the caller's shutdown.
+    // Bounded as well: a session whose socket never reports its close (a half-open socket under
+    // TLS did that after the peer died, see #handshake) must not hang the caller's shutdown.
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.all([...waits, ...creating]),
@@ -508,6 +508,11 @@ export class HboneClient {
         return;
       }
       raw.setNoDelay(true);
+      // HTTP/2 has no half-close: a FIN from the peer ends the session. The TLSSocket inherits
+      // allowHalfOpen from the socket it wraps, and a socket factory's sockets allow it (for the
+      // relay); left on, a peer that died keeps its session in the pool, taking new streams that
+      // are never answered, until the PING keepalive gives up.
+      raw.allowHalfOpen = false;
       let settled = false;
       let tlsSocket: tls.TLSSocket | undefined;
       let timer: NodeJS.Timeout | undefined;

@@ -289,6 +289,11 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
       );
       return;
     }
+    // HTTP/2 has no half-close: a FIN from the peer ends the connection. A socket factory's
+    // sockets allow half-open (for the relay), and a TLSSocket inherits that from the socket it
+    // wraps; left on, a peer that died (its kernel sent the FIN) leaves the session and every
+    // tunnel on it open until the PING keepalive gives up.
+    socket.allowHalfOpen = false;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, this.#settings.tcpKeepAliveInitialDelayMs);
     this.#sockets.add(socket);

@@ -14,8 +14,11 @@ import {
 } from '../../helpers/mesh-bed.ts';
 import { NODE_BIN, startTcpServer, tcpRequest, type TcpReply } from '../../helpers/testbed-apps.ts';
 
-/** PING every 10 s, dead after 20 s without an ack (spec §1.4), plus slack. */
-const KEEPALIVE_BOUND_MS = 35_000;
+/**
+ * How soon the client's ztunnel must notice that its HBONE session died with the peer: from the
+ * FIN/RST of the kill, not from the PING keepalive (10 s + 20 s, spec §1.4).
+ */
+const NOTICED_MS = 5_000;
 
 if (process.getuid?.() !== 0) {
   t.fail('the ztunnel netns suite needs root (network namespaces, iptables)');
@@ -56,7 +59,7 @@ if (process.getuid?.() !== 0) {
 
   t.test(
     'I.100 SIGKILL: refused while ztunnel is gone, never bypassed; a new ztunnel takes over',
-    { timeout: 3 * KEEPALIVE_BOUND_MS },
+    { timeout: 120_000 },
     async (t) => {
       const [toServer, plaintext, plaintextHbonePort, outbound] = attempts();
       // Before: the mesh works and STRICT refuses plaintext.
@@ -80,7 +83,7 @@ if (process.getuid?.() !== 0) {
         process.exit(0);
       };
       s.on('error', (e) => done(e.code)); s.on('close', () => done('closed'));
-      setTimeout(() => done('still open'), ${KEEPALIVE_BOUND_MS});
+      setTimeout(() => done('still open'), ${3 * NOTICED_MS});
     `;
       const holder = bed.pods.client!.spawn(NODE_BIN, ['-e', script, bed.pods.server!.ip], {
         stdio: ['pipe', 'pipe', 'inherit'],
@@ -110,9 +113,7 @@ if (process.getuid?.() !== 0) {
           seen.push(`${name}: ${r.ok ? 'CONNECTED' : r.output.trim()}`);
           t.notOk(r.ok, `gap, round ${round}: ${name} is refused (${r.output.trim()})`);
           t.equal(r.server, undefined, `gap, round ${round}: ${name} reached no app`);
-          if (!name.startsWith('meshed client')) {
-            t.match(r.output, /ECONNREFUSED|ECONNRESET/, `gap, round ${round}: ${name} refused at once`);
-          }
+          t.match(r.output, /ECONNREFUSED|ECONNRESET/, `gap, round ${round}: ${name} refused at once`);
         }
       }
       t.comment(seen.join('\n'));
@@ -121,27 +122,25 @@ if (process.getuid?.() !== 0) {
       t.comment(`new ztunnel ready ${Date.now() - killedAt} ms after the kill`);
       t.ok(restarted.logs.some((l) => l.includes('ztunnel started')));
       t.notOk((await plaintext![1]()).ok, 'after: STRICT still refuses plaintext');
-      t.notOk((await plaintextHbonePort![1]()).ok, 'after: plaintext to 15008 still refused');
+      // 15008 is back: it takes the TCP connection and closes it, the plaintext goes nowhere.
+      const hbonePort = await plaintextHbonePort![1]();
+      t.equal(hbonePort.server, undefined, 'after: plaintext to 15008 reaches no app');
+      t.notOk(hbonePort.output.includes('ping'), 'after: plaintext to 15008 is not echoed');
       t.ok((await outbound![1]()).ok, 'after: outbound from the server pod works again');
 
-      // The client's own ztunnel must notice that its HBONE session died with the peer: at once
-      // when the kill's FIN/RST arrives, at the latest when the PING keepalive gives up (10 s +
-      // 20 s). Often it is at once; sometimes (seen in about half the runs) only the keepalive
-      // catches it: a session whose socket is gone still takes streams until then (see notes).
+      // The client's own ztunnel noticed at once that its HBONE session died with the peer (the
+      // kill's FIN/RST), so the connection open at the kill was reset, and the pool holds no
+      // dead session: the first attempt after the restart dials the new ztunnel.
       const r = await lived;
-      t.not(
-        r.how,
-        'still open',
-        `the connection open at the kill ended: ${r.how}, ${r.afterKillMs > 0 ? `${r.afterKillMs} ms after` : 'at once'}`,
+      t.not(r.how, 'still open', `the connection open at the kill ended: ${r.how}`);
+      t.ok(
+        r.afterKillMs < NOTICED_MS,
+        `it ended ${r.afterKillMs > 0 ? `${r.afterKillMs} ms after the kill` : 'before the kill was announced'}`,
       );
       t.ok(r.echoed > 0, `it carried ${r.echoed} echoes before the kill`);
-      let after: TcpReply | undefined;
-      while (Date.now() - killedAt < KEEPALIVE_BOUND_MS && !after?.ok) {
-        after = await toServer![1]();
-        if (!after.ok) await new Promise((res) => setTimeout(res, 250));
-      }
-      t.ok(after?.ok, `after: the meshed client reaches the server (${after?.output ?? ''})`);
-      t.match(after?.output, `peer=${bed.pods.client!.ip}`, 'after: the app sees the client again');
+      const after = await toServer![1]();
+      t.ok(after.ok, `after: the meshed client reaches the server at the first attempt (${after.output})`);
+      t.match(after.output, `peer=${bed.pods.client!.ip}`, 'after: the app sees the client again');
       t.comment(`meshed client through again ${Date.now() - killedAt} ms after the kill`);
     },
   );

@@ -14,7 +14,7 @@
 //
 // Layout of the state directory (default /run/ambient-mesh/<name>):
 //   cluster.json           what `down` needs: prefix, processes, pods
-//   ca/                    the controller's CA (root-cert.pem is what ztunnels verify it with)
+//   ca/                    the controller's CA (trust-bundle.pem is what ztunnels verify it with)
 //   node-tokens.yaml       node → token, read by the controller; nodes/<node>/token for each ztunnel
 //   live/pods/             live Pod objects
 //   nodes/<node>/net.d     the node's CNI config (bridge + loopback, then ours once the agent installs it)
@@ -27,6 +27,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { V1Pod, V1Service } from '@kubernetes/client-node';
 import { writeNodeTokenFile } from '../controller/auth/node-token.ts';
+import { CA_FILES } from '../shared/identity/ca.ts';
 import { MeshError, errorMessage } from '../shared/errors.ts';
 import { manifestKey, readManifests, type ManifestObject } from '../shared/kube/manifests.ts';
 import { updateObjectFile, writeObjectFile } from '../shared/kube/object-file.ts';
@@ -385,7 +386,8 @@ export async function upLocalCluster(opts: UpOptions): Promise<LocalCluster> {
       {
         NODE_NAME: n.name,
         XDS_ADDRESS: record.controllerAddress,
-        XDS_ROOT_CA: join(stateDir, 'ca', 'root-cert.pem'),
+        // Every root the CA trusts, so the control-plane channel keeps working through a rotation.
+        XDS_ROOT_CA: join(stateDir, 'ca', CA_FILES.trustBundle),
         AUTH_TOKEN: join(stateDir, 'nodes', n.name, 'token'),
         INSTANCE_IP: n.fabricIp,
         POD_NAME: `ztunnel-${n.name}`,

@@ -389,6 +389,9 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
         trustDomain: this.#opts.trustDomain,
         usage: 'clientAuth',
         intermediates: trust.intermediatesDer,
+        // Node hides the client's intermediates from a TLS server; OpenSSL verified the path to
+        // our roots (rejectUnauthorized). It stands when the client's intermediate is not ours.
+        pathVerifiedByTls: socket.authorized,
       });
     } catch (err) {
       // Before any HTTP/2: the peer gets nothing but the close (ztunnel resets such connections).

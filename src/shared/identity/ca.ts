@@ -6,10 +6,18 @@
 // mode. Used in-process by both.
 //
 // Key material: a self-signed ECDSA P-256 root (and optionally an intermediate signed by it),
-// kept in memory or loaded from / persisted to a directory. Root rotation keeps the old root in
-// the trust bundle until dropOldRoot(), so certificates from both roots verify meanwhile; holders
-// of long-lived certificates from this CA (the controller's serving certificate) renew on
-// onRootsChange() so that none is left signed by a root that peers are about to stop trusting.
+// kept in memory or loaded from / persisted to a directory.
+//
+// Root rotation takes three steps, because a peer learns the trust bundle only with its next
+// certificate (the last element of the CA response), up to a refresh period later:
+//   1. addNextRoot(): a new root joins the trust bundle; signing stays with the current root. Every
+//      certificate issued from now on carries both roots.
+//   2. activateNextRoot(), once every holder has refreshed since step 1: signing moves to the new
+//      root; the old one stays trusted. Peers still on step-1 certificates trust the new root.
+//   3. dropOldRoot(), once every holder has refreshed since step 2: the old root leaves the bundle.
+// At no point does a certificate in use chain to a root its peers do not trust (checklist I.102).
+// Holders of long-lived certificates from this CA (the controller's serving certificate) renew on
+// onRootsChange().
 import { randomBytes, createPrivateKey, createPublicKey, webcrypto } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -49,6 +57,13 @@ export const CA_FILES = {
   intermediateKey: 'ca-key.pem',
   /** Roots still trusted after a rotation, until dropOldRoot(). */
   previousRoots: 'previous-roots.pem',
+  /** Rotation step 1: the root (and intermediate) that activateNextRoot() will sign with. */
+  nextRootCert: 'next-root-cert.pem',
+  nextRootKey: 'next-root-key.pem',
+  nextIntermediateCert: 'next-ca-cert.pem',
+  nextIntermediateKey: 'next-ca-key.pem',
+  /** Every root peers must trust (current, next, previous), e.g. for the control plane's clients. */
+  trustBundle: 'trust-bundle.pem',
 } as const;
 
 /** Key material handed to the CA directly (instead of `dir`), e.g. by tests or plugged-in certs. */
@@ -84,6 +99,15 @@ interface SigningCert {
   readonly keyPem: string;
   readonly key: webcrypto.CryptoKey;
 }
+
+/** A root and, when the CA issues from one, its intermediate. */
+interface SigningSet {
+  readonly root: SigningCert;
+  readonly intermediate: SigningCert | undefined;
+}
+
+/** Where a root rotation stands (see the file comment). */
+export type RootRotationStep = 'none' | 'next-root-added' | 'old-root-trusted';
 
 function storeError(message: string, cause?: unknown): IdentityError {
   return new IdentityError('ID_ERR_CA_STORE', message, { cause });
@@ -169,6 +193,8 @@ export class CertificateAuthority {
   readonly #dir: string | undefined;
   #root: SigningCert;
   #intermediate: SigningCert | undefined;
+  /** Rotation step 1 done: trusted already, signs after activateNextRoot(). */
+  #next: SigningSet | undefined;
   #bundle: TrustBundle;
   #renewing: Promise<void> | undefined;
   readonly #rootsListeners = new Set<() => void>();
@@ -177,6 +203,7 @@ export class CertificateAuthority {
     opts: CaOptions,
     root: SigningCert,
     intermediate: SigningCert | undefined,
+    next: SigningSet | undefined,
     bundle: TrustBundle,
   ) {
     this.trustDomain = opts.trustDomain;
@@ -187,6 +214,7 @@ export class CertificateAuthority {
     this.#dir = opts.dir;
     this.#root = root;
     this.#intermediate = intermediate;
+    this.#next = next;
     this.#bundle = bundle;
   }
 
@@ -211,6 +239,7 @@ export class CertificateAuthority {
 
     let material = opts.keyMaterial;
     let previousRootsPem: string | undefined;
+    let nextMaterial: CaKeyMaterial | undefined;
     const dir = opts.dir;
     let createdRoot = false;
     if (dir !== undefined) {
@@ -218,6 +247,7 @@ export class CertificateAuthority {
       if (loaded) {
         material = loaded.material;
         previousRootsPem = loaded.previousRootsPem;
+        nextMaterial = loaded.next;
       }
     }
 
@@ -242,42 +272,70 @@ export class CertificateAuthority {
     let intermediate: SigningCert | undefined;
     let createdIntermediate = false;
     if (material?.intermediateCertPem !== undefined || material?.intermediateKeyPem !== undefined) {
-      if (material.intermediateCertPem === undefined || material.intermediateKeyPem === undefined) {
-        throw storeError(
-          `CA intermediate: both ${CA_FILES.intermediateCert} and ${CA_FILES.intermediateKey} are needed`,
-        );
-      }
-      intermediate = await loadSigningCert(
-        material.intermediateCertPem,
-        material.intermediateKeyPem,
-        'CA intermediate',
+      intermediate = await loadIntermediate(
+        material,
+        root,
+        CA_FILES.intermediateCert,
+        CA_FILES.intermediateKey,
       );
-      if (!signedBy(intermediate.cert, root.cert)) {
-        throw storeError(
-          'CA intermediate: the intermediate certificate is not signed by the root; check the files come from the same CA',
-        );
-      }
     } else if (opts.useIntermediate === true) {
       intermediate = await newIntermediate(td, root, now());
       createdIntermediate = true;
     }
 
-    let bundle = TrustBundle.fromDer([root.cert.der]);
+    let next: SigningSet | undefined;
+    if (nextMaterial !== undefined) {
+      const nextRoot = await loadSigningCert(
+        nextMaterial.rootCertPem,
+        nextMaterial.rootKeyPem,
+        'CA next root',
+      );
+      if (!signedBy(nextRoot.cert, nextRoot.cert)) {
+        throw storeError(`CA next root: ${CA_FILES.nextRootCert} is not self-signed`);
+      }
+      // The same root as the current one: a crash between the steps of activateNextRoot's write.
+      if (!bytesEqual(nextRoot.cert.der, root.cert.der)) {
+        next = {
+          root: nextRoot,
+          intermediate:
+            nextMaterial.intermediateCertPem !== undefined || nextMaterial.intermediateKeyPem !== undefined
+              ? await loadIntermediate(
+                  nextMaterial,
+                  nextRoot,
+                  CA_FILES.nextIntermediateCert,
+                  CA_FILES.nextIntermediateKey,
+                )
+              : undefined,
+        };
+      }
+    }
+
+    let bundle = TrustBundle.fromDer(next ? [next.root.cert.der, root.cert.der] : [root.cert.der]);
     if (previousRootsPem !== undefined) bundle = bundle.merge(TrustBundle.fromPem(previousRootsPem));
 
-    const ca = new CertificateAuthority(opts, root, intermediate, bundle);
+    const ca = new CertificateAuthority(opts, root, intermediate, next, bundle);
     if (
       dir !== undefined &&
-      (createdRoot || createdIntermediate || !existsSync(join(dir, CA_FILES.rootCert)))
+      (createdRoot ||
+        createdIntermediate ||
+        (nextMaterial !== undefined && next === undefined) ||
+        !existsSync(join(dir, CA_FILES.rootCert)) ||
+        !existsSync(join(dir, CA_FILES.trustBundle)))
     ) {
       ca.#persist();
     }
     return ca;
   }
 
-  /** The roots peers must trust: the current root plus, during a rotation, the previous one(s). */
+  /** The roots peers must trust: the current root plus, during a rotation, the next or previous one. */
   get trustBundle(): TrustBundle {
     return this.#bundle;
+  }
+
+  /** Where a root rotation stands: 'none', after addNextRoot(), or after activateNextRoot(). */
+  get rootRotationStep(): RootRotationStep {
+    if (this.#next) return 'next-root-added';
+    return this.#bundle.size > 1 ? 'old-root-trusted' : 'none';
   }
 
   /** PEM of the certificate that signs workload certificates (the intermediate, else the root). */
@@ -407,32 +465,66 @@ export class CertificateAuthority {
   }
 
   /**
-   * Starts a root rotation: creates a new root (and intermediate when used), adds it to the trust
-   * bundle next to the old one, and signs new certificates with it from now on.
+   * Root rotation, step 1 of 3: creates the next root (and intermediate when used) and adds it to
+   * the trust bundle. Signing stays with the current root, so no peer meets a certificate it
+   * cannot verify; every certificate issued from now on carries both roots. Take step 2 once every
+   * holder has refreshed its certificate (half the workload lifetime, 12 h by default).
    */
-  async rotateRoot(): Promise<void> {
+  async addNextRoot(): Promise<void> {
+    if (this.#next) {
+      throw rotationError(
+        'a next root is already in the trust bundle; activate it (activateNextRoot) before adding another',
+      );
+    }
+    if (this.#bundle.size > 1) {
+      throw rotationError(
+        'the previous root is still trusted; finish the last rotation (dropOldRoot) before starting another',
+      );
+    }
     const now = this.#now();
     const root = await newRoot(this.trustDomain, now);
     const useIntermediate = this.#useIntermediate || this.#intermediate !== undefined;
     const intermediate = useIntermediate ? await newIntermediate(this.trustDomain, root, now) : undefined;
+    this.#next = { root, intermediate };
     this.#bundle = TrustBundle.fromDer([root.cert.der]).merge(this.#bundle);
-    this.#root = root;
-    this.#intermediate = intermediate;
     this.#persist();
     this.#rootsChanged();
   }
 
-  /** Ends a root rotation: the trust bundle keeps only the current root. */
+  /**
+   * Root rotation, step 2 of 3: new certificates are signed under the next root; the old root
+   * stays trusted for the certificates still in use. Take step 3 once every holder has refreshed
+   * again.
+   */
+  activateNextRoot(): void {
+    const next = this.#next;
+    if (!next) throw rotationError('no next root to activate; add one first (addNextRoot)');
+    this.#root = next.root;
+    this.#intermediate = next.intermediate;
+    this.#next = undefined;
+    this.#persist();
+    this.#rootsChanged();
+  }
+
+  /**
+   * Root rotation, step 3 of 3: the trust bundle keeps only the current root. Certificates still
+   * chaining to an old root stop verifying.
+   */
   dropOldRoot(): void {
+    if (this.#next) {
+      throw rotationError(
+        'the next root is not active yet; dropping now would leave it the only one certificates chain to while peers still trust the old one. Call activateNextRoot first',
+      );
+    }
     this.#bundle = TrustBundle.fromDer([this.#root.cert.der]);
     this.#persist();
     this.#rootsChanged();
   }
 
   /**
-   * Calls `listener` after each change of the roots: rotateRoot() (the signing root is new) and
-   * dropOldRoot() (the trust bundle lost the old one). Listeners run synchronously, in
-   * subscription order, and must not throw. Returns the function that unsubscribes.
+   * Calls `listener` after each change of the roots: each step of a root rotation (addNextRoot,
+   * activateNextRoot, dropOldRoot). Listeners run synchronously, in subscription order, and must
+   * not throw. Returns the function that unsubscribes.
    */
   onRootsChange(listener: () => void): () => void {
     const own = (): void => listener(); // a distinct entry even if the same listener subscribes twice
@@ -482,21 +574,32 @@ export class CertificateAuthority {
     if (dir === undefined) return;
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
-      const previous = this.#bundle.anchors.filter((a) => !bytesEqual(a.der, this.#root.cert.der));
+      const next = this.#next;
+      const previous = this.#bundle.anchors.filter(
+        (a) => !bytesEqual(a.der, this.#root.cert.der) && !(next && bytesEqual(a.der, next.root.cert.der)),
+      );
+      // Widest trust first, narrowest last: a crash between two writes never removes from the
+      // files a root that certificates in use chain to. (A root key and certificate caught between
+      // their two writes are refused on load as a mismatch; a next root equal to the current one,
+      // left by an interrupted activation, is ignored and cleaned up.)
+      writeAtomic(join(dir, CA_FILES.trustBundle), this.#bundle.toPem(), 0o644);
+      if (next) {
+        writeAtomic(join(dir, CA_FILES.nextRootKey), next.root.keyPem, 0o600);
+        writeAtomic(join(dir, CA_FILES.nextRootCert), next.root.certPem, 0o644);
+        writePair(dir, CA_FILES.nextIntermediateCert, CA_FILES.nextIntermediateKey, next.intermediate);
+      }
       if (previous.length > 0) {
         writeAtomic(join(dir, CA_FILES.previousRoots), previous.map((a) => derToPem(a.der)).join(''), 0o644);
-      } else {
-        rmSync(join(dir, CA_FILES.previousRoots), { force: true });
       }
       writeAtomic(join(dir, CA_FILES.rootKey), this.#root.keyPem, 0o600);
       writeAtomic(join(dir, CA_FILES.rootCert), this.#root.certPem, 0o644);
-      if (this.#intermediate) {
-        writeAtomic(join(dir, CA_FILES.intermediateKey), this.#intermediate.keyPem, 0o600);
-        writeAtomic(join(dir, CA_FILES.intermediateCert), this.#intermediate.certPem, 0o644);
-      } else {
-        rmSync(join(dir, CA_FILES.intermediateKey), { force: true });
-        rmSync(join(dir, CA_FILES.intermediateCert), { force: true });
+      writePair(dir, CA_FILES.intermediateCert, CA_FILES.intermediateKey, this.#intermediate);
+      if (!next) {
+        writePair(dir, CA_FILES.nextIntermediateCert, CA_FILES.nextIntermediateKey, undefined);
+        rmSync(join(dir, CA_FILES.nextRootCert), { force: true });
+        rmSync(join(dir, CA_FILES.nextRootKey), { force: true });
       }
+      if (previous.length === 0) rmSync(join(dir, CA_FILES.previousRoots), { force: true });
     } catch (err) {
       throw storeError(
         `cannot persist CA key material in ${dir}: ${(err as Error).message}; check the directory is writable`,
@@ -506,8 +609,47 @@ export class CertificateAuthority {
   }
 }
 
+/** Writes a certificate and its key, or removes both when `sc` is undefined. */
+function writePair(dir: string, certFile: string, keyFile: string, sc: SigningCert | undefined): void {
+  if (sc) {
+    writeAtomic(join(dir, keyFile), sc.keyPem, 0o600);
+    writeAtomic(join(dir, certFile), sc.certPem, 0o644);
+  } else {
+    rmSync(join(dir, keyFile), { force: true });
+    rmSync(join(dir, certFile), { force: true });
+  }
+}
+
+function rotationError(message: string): IdentityError {
+  return new IdentityError('ID_ERR_ROTATION', `root rotation: ${message}`);
+}
+
+async function loadIntermediate(
+  material: CaKeyMaterial,
+  root: SigningCert,
+  certFile: string,
+  keyFile: string,
+): Promise<SigningCert> {
+  if (material.intermediateCertPem === undefined || material.intermediateKeyPem === undefined) {
+    throw storeError(`CA intermediate: both ${certFile} and ${keyFile} are needed`);
+  }
+  const intermediate = await loadSigningCert(
+    material.intermediateCertPem,
+    material.intermediateKeyPem,
+    `CA intermediate ${certFile}`,
+  );
+  if (!signedBy(intermediate.cert, root.cert)) {
+    throw storeError(
+      `CA intermediate: ${certFile} is not signed by its root; check the files come from the same CA`,
+    );
+  }
+  return intermediate;
+}
+
 /** Reads the CA files from `dir`; undefined when there is no root there yet. */
-function readStore(dir: string): { material: CaKeyMaterial; previousRootsPem?: string } | undefined {
+function readStore(
+  dir: string,
+): { material: CaKeyMaterial; previousRootsPem?: string; next?: CaKeyMaterial } | undefined {
   const read = (name: string): string | undefined => {
     const p = join(dir, name);
     try {
@@ -532,7 +674,24 @@ function readStore(dir: string): { material: CaKeyMaterial; previousRootsPem?: s
   if (intermediateCertPem !== undefined) material.intermediateCertPem = intermediateCertPem;
   if (intermediateKeyPem !== undefined) material.intermediateKeyPem = intermediateKeyPem;
   const previousRootsPem = read(CA_FILES.previousRoots);
-  return previousRootsPem === undefined ? { material } : { material, previousRootsPem };
+  const out: { material: CaKeyMaterial; previousRootsPem?: string; next?: CaKeyMaterial } = { material };
+  if (previousRootsPem !== undefined) out.previousRootsPem = previousRootsPem;
+  const nextRootCertPem = read(CA_FILES.nextRootCert);
+  const nextRootKeyPem = read(CA_FILES.nextRootKey);
+  if (nextRootCertPem !== undefined || nextRootKeyPem !== undefined) {
+    if (nextRootCertPem === undefined || nextRootKeyPem === undefined) {
+      throw storeError(
+        `${dir} holds only one of ${CA_FILES.nextRootCert} and ${CA_FILES.nextRootKey}; restore the missing file (peers may already trust that root)`,
+      );
+    }
+    const next: CaKeyMaterial = { rootCertPem: nextRootCertPem, rootKeyPem: nextRootKeyPem };
+    const nextIntCert = read(CA_FILES.nextIntermediateCert);
+    const nextIntKey = read(CA_FILES.nextIntermediateKey);
+    if (nextIntCert !== undefined) next.intermediateCertPem = nextIntCert;
+    if (nextIntKey !== undefined) next.intermediateKeyPem = nextIntKey;
+    out.next = next;
+  }
+  return out;
 }
 
 async function newSigningCert(

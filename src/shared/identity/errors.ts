@@ -35,6 +35,8 @@ export type IdentityErrorCode =
   | 'ID_ERR_BUNDLE'
   /** The CA could not load, create or persist its key material. */
   | 'ID_ERR_CA_STORE'
+  /** A root rotation step was asked for out of order. */
+  | 'ID_ERR_ROTATION'
   /** A private key does not belong to the certificate it is paired with. */
   | 'ID_ERR_KEY_MISMATCH'
   /** A certificate chain returned by the CA is unusable (shape, identity, verification). */

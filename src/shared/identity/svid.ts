@@ -52,6 +52,15 @@ export interface VerifySvidOptions {
    * trust anchors.
    */
   intermediates?: readonly Uint8Array[];
+  /**
+   * The TLS layer has already verified a path from this leaf to one of `bundle`'s anchors
+   * (OpenSSL, with the bundle as its only CAs, and the socket `authorized`). Then, and only when
+   * no path can be built here because an issuer is missing (the peer's intermediates are hidden
+   * and `intermediates` holds other ones: a CA that renewed its intermediate, or a root rotation),
+   * the TLS layer's path check stands; the leaf rules, the leaf's validity and the identity checks
+   * still apply. A path that is found but fails a check here is refused as always.
+   */
+  pathVerifiedByTls?: boolean;
 }
 
 /** A peer may send a handful of intermediates; more is abuse (each costs a signature check). */
@@ -100,7 +109,12 @@ export function verifySvidSync(
   const now = opts.now ?? new Date();
 
   const extra = (opts.intermediates ?? []).slice(0, MAX_CHAIN_CERTS).map((d) => parseCertificate(d));
-  buildAndValidatePath(leaf, [...rest, ...extra], bundle.anchors, now);
+  const missingIssuer = buildAndValidatePath(leaf, [...rest, ...extra], bundle.anchors, now);
+  if (missingIssuer !== undefined) {
+    if (opts.pathVerifiedByTls !== true) throw missingIssuer;
+    const leafProblem = validatePath([leaf], now);
+    if (leafProblem) throw leafProblem;
+  }
 
   if (opts.trustDomain !== undefined && id.trustDomain !== opts.trustDomain) {
     throw new IdentityError(
@@ -177,13 +191,17 @@ function checkLeaf(leaf: ParsedCertificate, usage: VerifySvidOptions['usage']): 
   }
 }
 
-/** Finds a path leaf → … → trust anchor whose every link verifies and which passes RFC 5280 checks. */
+/**
+ * Finds a path leaf → … → trust anchor whose every link verifies and which passes RFC 5280 checks.
+ * Throws when a path was found but fails a check; returns the error (not thrown) when no path
+ * could be built at all, because no certificate at hand issued some link.
+ */
 function buildAndValidatePath(
   leaf: ParsedCertificate,
   presented: readonly ParsedCertificate[],
   anchors: readonly ParsedCertificate[],
   now: Date,
-): void {
+): IdentityError | undefined {
   // Presented copies of anchors and of the leaf itself are not intermediates.
   const pool = presented.filter(
     (c) => !bytesEqual(c.der, leaf.der) && !anchors.some((a) => bytesEqual(a.der, c.der)),
@@ -222,10 +240,10 @@ function buildAndValidatePath(
     return false;
   };
 
-  if (search([leaf], new Set())) return;
+  if (search([leaf], new Set())) return undefined;
   if (firstPathError) throw firstPathError;
   const issuerName = describeName(leaf.issuerDer);
-  throw chainError(
+  return chainError(
     `the peer certificate does not chain to a root of the trust bundle (leaf issuer "${issuerName}"; ${presented.length} other certificate(s) presented): ` +
       'either an intermediate is missing from the peer chain, or the certificate was issued by another CA (check both sides use the same mesh root)',
   );

@@ -594,7 +594,7 @@ t.test('refused: a request selecting another signer (CertSigner)', async (t) => 
   );
 });
 
-t.test('root rotation: responses carry both roots; leaves of either root verify', async (t) => {
+t.test('root rotation: the new root is distributed before it signs, and kept until dropped', async (t) => {
   const rig = await tokenReviewRig(t);
   const client = rig.client('tok-ztunnel-a');
   const sign = async (): Promise<string[]> =>
@@ -603,13 +603,22 @@ t.test('root rotation: responses carry both roots; leaves of either root verify'
   const oldRoots = TrustBundle.fromPem(before.at(-1)!);
   t.equal(oldRoots.rootsPem.length, 1);
 
-  await rig.ca.rotateRoot();
+  await rig.ca.addNextRoot();
+  const added = await sign();
+  const both = TrustBundle.fromPem(added.at(-1)!);
+  t.equal(both.rootsPem.length, 2, 'step 1: the last element holds the next and the current root');
+  t.ok(both.rootsPem.includes(oldRoots.rootsPem[0]!), 'the current root is still distributed');
+  const stillOld = await verifySvid(pemCertificatesToDer(added[0]!), oldRoots, {
+    expectedIdentities: [FRONTEND],
+  });
+  t.equal(stillOld.id.uri, FRONTEND, 'step 1: leaves are still signed by the current root');
+
+  rig.ca.activateNextRoot();
   const during = await sign();
-  const both = TrustBundle.fromPem(during.at(-1)!);
-  t.equal(both.rootsPem.length, 2, 'the last element holds the new and the old root');
-  t.ok(both.rootsPem.includes(oldRoots.rootsPem[0]!), 'the old root is still distributed');
+  t.same(TrustBundle.fromPem(during.at(-1)!).rootsPem, both.rootsPem, 'step 2: the same two roots');
   for (const [name, chain] of [
     ['new leaf', during],
+    ['step-1 leaf', added],
     ['old leaf', before],
   ] as const) {
     const v = await verifySvid(pemCertificatesToDer(chain[0]!), both, { expectedIdentities: [FRONTEND] });
@@ -618,7 +627,7 @@ t.test('root rotation: responses carry both roots; leaves of either root verify'
   await t.rejects(
     verifySvid(pemCertificatesToDer(during[0]!), oldRoots),
     { code: 'ID_ERR_CHAIN' },
-    'the new leaf is signed by the new root',
+    'step 2: the new leaf is signed by the new root',
   );
 
   rig.ca.dropOldRoot();

@@ -159,15 +159,21 @@ t.test('a root rotation renews at once; the new certificate chains to the new ro
   sc.addIdentityCertificateListener((u) => u && updates.push(u.certificate));
   await new Promise((r) => process.nextTick(r));
 
-  await ca.rotateRoot();
+  const oldRoot = leafOf(ca.signingCertificatePem);
+  await ca.addNextRoot();
   await until('the renewal', () => updates.length === 2);
   t.not(sc.current.serial, first.serial);
   t.equal(updates[1]?.toString(), sc.current.certChainPem, 'grpc-js is handed the new chain');
-  t.ok(signedBy(leafOf(sc.current.certChainPem), leafOf(ca.signingCertificatePem)), 'signed by the new root');
+  t.ok(signedBy(leafOf(sc.current.certChainPem), oldRoot), 'step 1: still signed by the current root');
   t.match(lines.at(-1), { level: 'info', message: 'serving certificate renewed', reason: 'roots changed' });
 
+  ca.activateNextRoot();
+  await until('the renewal after the activation', () => updates.length === 3);
+  t.ok(signedBy(leafOf(sc.current.certChainPem), leafOf(ca.signingCertificatePem)), 'signed by the new root');
+  t.notOk(signedBy(leafOf(sc.current.certChainPem), oldRoot));
+
   ca.dropOldRoot();
-  await until('the renewal after the old root is dropped', () => updates.length === 3);
+  await until('the renewal after the old root is dropped', () => updates.length === 4);
 });
 
 t.test('a failed renewal keeps the current certificate and retries with backoff', async (t) => {
@@ -176,7 +182,7 @@ t.test('a failed renewal keeps the current certificate and retries with backoff'
   const { sc, lines } = await start(t, issuer, { initialBackoffMs: 20 });
   const first = sc.current;
   issuer.failNext = 3;
-  await ca.rotateRoot();
+  await ca.addNextRoot();
   await until('three failures', () => lines.filter((l) => l.level === 'warn').length === 3);
   t.equal(sc.current, first, 'the current certificate is kept meanwhile');
   await until('the renewal', () => sc.current !== first);
@@ -248,7 +254,7 @@ t.test('a renewal asked for while one runs runs after it; close stops everything
   t.equal(issuer.issued, 3, 'the requests made during one renewal collapse into one');
 
   sc.close();
-  await ca.rotateRoot();
+  await ca.addNextRoot();
   sc.renew('roots changed');
   await new Promise((r) => setTimeout(r, 100));
   t.equal(issuer.issued, 3, 'closed: no renewal');

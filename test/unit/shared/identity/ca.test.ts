@@ -23,6 +23,7 @@ import {
   generateKeyAndCsr,
   generateP256KeyPair,
 } from '../../../../src/shared/identity/csr.ts';
+import type { WorkloadCertificate } from '../../../../src/shared/identity/cert-manager.ts';
 import { IdentityError } from '../../../../src/shared/identity/errors.ts';
 import { derToPem, pemBlocks, pemCertificatesToDer } from '../../../../src/shared/identity/pem.ts';
 import { verifySvid } from '../../../../src/shared/identity/svid.ts';
@@ -408,70 +409,127 @@ t.test('persistence: create in a directory, then load the same CA', async (t) =>
   );
 });
 
-t.test('root rotation: old and new certificates verify during, only new ones after', async (t) => {
+t.test('root rotation in three steps: every certificate in use verifies at every step', async (t) => {
   const base = t.testdir();
   for (const useIntermediate of [false, true]) {
     const dir = join(base, `rot-${useIntermediate}`);
+    const reload = (): Promise<CertificateAuthority> =>
+      CertificateAuthority.create({ trustDomain: TD, dir, useIntermediate });
     const ca = await CertificateAuthority.create({ trustDomain: TD, dir, useIntermediate });
     const oldRootPem = ca.trustBundle.rootsPem[0]!;
-    const oldCert = await issueWorkloadCert(ca, ID);
+    const bundleFile = (): readonly string[] =>
+      TrustBundle.fromPem(readFileSync(join(dir, CA_FILES.trustBundle), 'utf8')).rootsPem;
+    t.same(bundleFile(), [oldRootPem], 'trust-bundle.pem holds the root');
+    t.equal(ca.rootRotationStep, 'none');
+    const verifies = async (cert: WorkloadCertificate, roots: readonly string[]): Promise<boolean> =>
+      verifySvid(presentedChainDer(cert), TrustBundle.fromPem(roots)).then(
+        () => true,
+        () => false,
+      );
+    const c0 = await issueWorkloadCert(ca, ID);
 
-    await ca.rotateRoot();
-    t.equal(ca.trustBundle.size, 2, 'bundle holds old + new');
-    t.ok(ca.trustBundle.has(oldRootPem));
-    const newCert = await issueWorkloadCert(ca, ID);
-    t.equal(newCert.rootsPem.length, 2, 'CA response carries both roots in the last element');
-    const newIssuerSubject = parseCertificate(presentedChainDer(newCert).at(-1)!).issuerDer;
-    const oldIssuerSubject = parseCertificate(presentedChainDer(oldCert).at(-1)!).issuerDer;
+    // Step 1: the next root is trusted, the current one still signs.
+    await ca.addNextRoot();
+    t.equal(ca.rootRotationStep, 'next-root-added');
+    t.equal(ca.trustBundle.size, 2, 'bundle holds next + current');
+    t.equal(bundleFile().length, 2, 'trust-bundle.pem too');
+    const c1 = await issueWorkloadCert(ca, ID);
+    t.equal(c1.rootsPem.length, 2, 'the CA response carries both roots in the last element');
     t.ok(
-      Buffer.compare(newIssuerSubject, oldIssuerSubject) === 0,
-      'same root subject name: only keys differ',
+      await verifies(c1, c0.rootsPem),
+      'a step-1 certificate verifies at a peer that knows only the old root',
     );
-    await verifySvid(presentedChainDer(oldCert), ca.trustBundle);
-    await verifySvid(presentedChainDer(newCert), ca.trustBundle);
-    await verifySvid(presentedChainDer(oldCert), TrustBundle.fromPem(newCert.rootsPem), { trustDomain: TD });
+    t.ok(await verifies(c0, c1.rootsPem), 'and the other way');
+    const nextRootPem = c1.rootsPem.find((r) => r !== oldRootPem)!;
+    t.equal((await reload()).rootRotationStep, 'next-root-added', 'step 1 survives a restart');
     t.equal(
-      await refusal(verifySvid(presentedChainDer(newCert), TrustBundle.fromPem(oldCert.rootsPem))),
-      'ID_ERR_CHAIN',
-      'a peer with only the old root cannot verify new certs (why the bundle is distributed first)',
+      (await reload()).signingCertificatePem,
+      ca.signingCertificatePem,
+      'and still signs with the current key',
     );
+    await t.rejects(ca.addNextRoot(), { code: 'ID_ERR_ROTATION' }, 'no second next root');
+    t.throws(() => ca.dropOldRoot(), { code: 'ID_ERR_ROTATION' }, 'no drop before the activation');
+    t.equal(ca.trustBundle.size, 2, 'refusals change nothing');
 
-    // Survives a restart mid-rotation.
-    const reloaded = await CertificateAuthority.create({ trustDomain: TD, dir, useIntermediate });
-    t.equal(reloaded.trustBundle.size, 2, 'rotation state persisted');
-    t.equal(reloaded.signingCertificatePem, ca.signingCertificatePem, 'signs with the new key after reload');
+    // Step 2: the next root signs; the old one stays trusted.
+    ca.activateNextRoot();
+    t.equal(ca.rootRotationStep, 'old-root-trusted');
+    t.not(ca.trustBundle.rootsPem.indexOf(oldRootPem), -1, 'the old root is still trusted');
+    const c2 = await issueWorkloadCert(ca, ID);
+    t.same([...c2.rootsPem].sort(), [...c1.rootsPem].sort(), 'the same two roots');
+    t.notOk(await verifies(c2, [oldRootPem]), 'step-2 certificates chain to the new root only');
+    t.ok(await verifies(c2, c1.rootsPem), 'a step-1 peer verifies a step-2 certificate');
+    t.ok(await verifies(c1, c2.rootsPem), 'and the other way');
+    t.notOk(
+      await verifies(c2, c0.rootsPem),
+      'a step-0 peer would not (why step 2 waits until every holder refreshed)',
+    );
+    const r2 = await reload();
+    t.equal(r2.rootRotationStep, 'old-root-trusted', 'step 2 survives a restart');
+    t.equal(r2.signingCertificatePem, ca.signingCertificatePem, 'signs with the new key after reload');
+    t.notOk(existsSync(join(dir, CA_FILES.nextRootCert)), 'next-root files removed');
+    t.notOk(existsSync(join(dir, CA_FILES.nextRootKey)));
+    t.throws(() => ca.activateNextRoot(), { code: 'ID_ERR_ROTATION' }, 'nothing left to activate');
+    await t.rejects(ca.addNextRoot(), { code: 'ID_ERR_ROTATION' }, 'no new rotation before the drop');
 
+    // Step 3: only the new root.
     ca.dropOldRoot();
-    t.equal(ca.trustBundle.size, 1);
-    t.notOk(ca.trustBundle.has(oldRootPem));
-    t.equal(
-      await refusal(verifySvid(presentedChainDer(oldCert), ca.trustBundle)),
-      'ID_ERR_CHAIN',
-      'old cert rejected',
-    );
-    await verifySvid(presentedChainDer(newCert), ca.trustBundle);
+    t.equal(ca.rootRotationStep, 'none');
+    t.same(ca.trustBundle.rootsPem, [nextRootPem]);
+    t.same(bundleFile(), [nextRootPem], 'trust-bundle.pem follows');
+    const c3 = await issueWorkloadCert(ca, ID);
+    t.ok(await verifies(c3, c2.rootsPem), 'a step-2 peer verifies a step-3 certificate');
+    t.ok(await verifies(c2, c3.rootsPem), 'and the other way');
+    t.notOk(await verifies(c1, c3.rootsPem), 'a step-1 certificate no longer verifies');
     t.notOk(existsSync(join(dir, CA_FILES.previousRoots)), 'previous roots file removed');
-    const after = await CertificateAuthority.create({ trustDomain: TD, dir });
+    const after = await reload();
     t.equal(after.trustBundle.size, 1, 'drop persisted');
+    t.equal(after.rootRotationStep, 'none');
   }
 });
 
+t.test('root rotation: files left by an interrupted activation load safely', async (t) => {
+  const dir = t.testdir();
+  const ca = await CertificateAuthority.create({ trustDomain: TD, dir });
+  await ca.addNextRoot();
+  const nextCert = readFileSync(join(dir, CA_FILES.nextRootCert), 'utf8');
+  const nextKey = readFileSync(join(dir, CA_FILES.nextRootKey), 'utf8');
+  ca.activateNextRoot();
+  // The crash came after the new root was written, before the next-root files were removed.
+  writeFileSync(join(dir, CA_FILES.nextRootCert), nextCert);
+  writeFileSync(join(dir, CA_FILES.nextRootKey), nextKey);
+  const reloaded = await CertificateAuthority.create({ trustDomain: TD, dir });
+  t.equal(reloaded.rootRotationStep, 'old-root-trusted', 'a next root equal to the current one is ignored');
+  t.equal(reloaded.trustBundle.size, 2);
+  t.notOk(existsSync(join(dir, CA_FILES.nextRootCert)), 'and cleaned up');
+
+  // Half a next root is refused: peers may already trust the missing part's root.
+  reloaded.dropOldRoot();
+  await reloaded.addNextRoot();
+  rmSync(join(dir, CA_FILES.nextRootKey));
+  await t.rejects(CertificateAuthority.create({ trustDomain: TD, dir }), {
+    code: 'ID_ERR_CA_STORE',
+    message: /next-root-cert\.pem and next-root-key\.pem/,
+  });
+});
+
 t.test(
-  'onRootsChange: called after rotateRoot and dropOldRoot, with the new state, until unsubscribed',
+  'onRootsChange: called after each rotation step, with the new state, until unsubscribed',
   async (t) => {
     const ca = await CertificateAuthority.create({ trustDomain: TD });
-    const seen: number[] = [];
-    const unsubscribe = ca.onRootsChange(() => seen.push(ca.trustBundle.size));
-    const twice = ca.onRootsChange(() => seen.push(-1));
+    const seen: string[] = [];
+    const unsubscribe = ca.onRootsChange(() => seen.push(`${ca.rootRotationStep}:${ca.trustBundle.size}`));
+    const twice = ca.onRootsChange(() => seen.push('-'));
     await issueWorkloadCert(ca, ID);
     t.same(seen, [], 'signing is not a root change');
-    await ca.rotateRoot();
-    t.same(seen, [2, -1], 'after the rotation, in subscription order: the bundle already holds both roots');
+    await ca.addNextRoot();
+    t.same(seen, ['next-root-added:2', '-'], 'in subscription order, after the change');
+    ca.activateNextRoot();
     ca.dropOldRoot();
-    t.same(seen, [2, -1, 1, -1]);
+    t.same(seen, ['next-root-added:2', '-', 'old-root-trusted:2', '-', 'none:1', '-']);
     unsubscribe();
     twice();
-    await ca.rotateRoot();
-    t.same(seen, [2, -1, 1, -1], 'unsubscribed');
+    await ca.addNextRoot();
+    t.same(seen.length, 6, 'unsubscribed');
   },
 );

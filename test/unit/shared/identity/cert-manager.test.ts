@@ -452,7 +452,7 @@ t.test('workloadCertificateFromChain validates the CA response', async (t) => {
     'a leaf with two identities',
   );
   // Rotation: the roots element carries both roots.
-  await ca.rotateRoot();
+  await ca.addNextRoot();
   const rotated = await ca.sign({ csrPem, identity: ID });
   const wc2 = await workloadCertificateFromChain(privateKeyPem, rotated.certChainPem, {
     expectedIdentity: ID,

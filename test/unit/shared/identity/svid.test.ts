@@ -322,6 +322,42 @@ t.test('B.30: chain edge cases', async (t) => {
     'an intermediate in the bundle is a trust anchor',
   );
 
+  // The TLS layer verified the path (Node's TLS server hides the client's intermediates).
+  const tls = { pathVerifiedByTls: true };
+  t.equal(
+    await outcome([deepLeaf.der], deepBundle, { ...tls, intermediates: [int1.der] }),
+    'accepted',
+    'pathVerifiedByTls: a missing issuer defers to the TLS layer',
+  );
+  t.equal(
+    await outcome([deepLeaf.der], deepBundle, { ...tls, trustDomain: 'other.domain' }),
+    'ID_ERR_TRUST_DOMAIN',
+    'pathVerifiedByTls: identity checks still apply',
+  );
+  t.equal(
+    await outcome([deepLeaf.der], deepBundle, { ...tls, now: new Date(Date.now() + 2 * 3_600_000) }),
+    'ID_ERR_EXPIRED',
+    "pathVerifiedByTls: the leaf's validity still applies",
+  );
+  const caLeaf = await mintCert({ ca: true, issuer: int2, uris: [ID] });
+  t.equal(
+    await outcome([caLeaf.der], deepBundle, tls),
+    'ID_ERR_LEAF_IS_CA',
+    'pathVerifiedByTls: leaf rules still apply',
+  );
+  const expiredInt = await mintCert({
+    ca: true,
+    subject: `O=${TD}, CN=old`,
+    issuer: root,
+    notAfter: new Date(Date.now() - 60_000),
+  });
+  const underExpired = await mintCert({ issuer: expiredInt, uris: [ID] });
+  t.equal(
+    await outcome([underExpired.der, expiredInt.der], deepBundle, tls),
+    'ID_ERR_EXPIRED',
+    'pathVerifiedByTls: a path that is found and fails a check is refused as always',
+  );
+
   // pathLenConstraint: root allows 0 intermediates, but there is one.
   const strictRoot = await mintCert({ ca: true, subject: 'O=strict', pathLen: 0 });
   const si = await mintCert({ ca: true, subject: 'O=strict, CN=i', issuer: strictRoot });

@@ -116,13 +116,16 @@ export async function handleOutbound(deps: OutboundDeps, socket: net.Socket): Pr
     network: ctx.network,
   });
   const srcPrincipal = workloadIdentity(source);
+  // Who made the connection, on every line about it: a refusal that names only addresses cannot
+  // be traced to a workload once the pod is gone.
+  const src = { srcWorkload: source.name, srcNamespace: source.namespace, srcIdentity: srcPrincipal };
 
   if (route.kind === 'refuse') {
     ctx.metrics.connectionRefused(
       connectionLabels({ reporter: 'source', source, sourcePrincipal: srcPrincipal, mutualTls: false }),
       'CONNECT',
     );
-    ctx.accessLog.failed({ direction: 'outbound', srcAddr, dstAddr, error: route.reason });
+    ctx.accessLog.failed({ direction: 'outbound', srcAddr, dstAddr, ...src, error: route.reason });
     socket.resetAndDestroy();
     return;
   }
@@ -149,7 +152,15 @@ export async function handleOutbound(deps: OutboundDeps, socket: net.Socket): Pr
       });
     } catch (err) {
       done({ flag: 'CONNECT', bytesFromClient: 0, bytesToClient: 0 });
-      ctx.accessLog.failed({ direction: 'outbound', srcAddr, dstAddr, error: errorMessage(err) });
+      ctx.accessLog.failed({
+        direction: 'outbound',
+        srcAddr,
+        dstAddr,
+        ...src,
+        dstWorkload: destination?.name,
+        dstNamespace: destination?.namespace,
+        error: errorMessage(err),
+      });
       socket.resetAndDestroy();
       return;
     }

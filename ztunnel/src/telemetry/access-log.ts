@@ -72,6 +72,8 @@ export class AccessLog {
     srcAddr: string;
     dstAddr: string;
     error: string;
+    srcWorkload?: string | undefined;
+    srcNamespace?: string | undefined;
     srcIdentity?: string | undefined;
     dstWorkload?: string | undefined;
     dstNamespace?: string | undefined;
@@ -82,6 +84,8 @@ export class AccessLog {
       'dst.addr': e.dstAddr,
       direction: e.direction,
     };
+    put(fields, 'src.workload', e.srcWorkload);
+    put(fields, 'src.namespace', e.srcNamespace);
     put(fields, 'src.identity', e.srcIdentity);
     put(fields, 'dst.workload', e.dstWorkload);
     put(fields, 'dst.namespace', e.dstNamespace);

@@ -89,6 +89,9 @@ interface Rig {
   upstreamBytes: () => number;
   certs: Awaited<ReturnType<typeof testProxyContext>>['certs'];
   ca: Awaited<ReturnType<typeof testProxyContext>>['ca'];
+  store: Awaited<ReturnType<typeof testProxyContext>>['store'];
+  /** The proxy's log lines (info and above). */
+  lines: Record<string, unknown>[];
 }
 
 async function rig(
@@ -97,7 +100,7 @@ async function rig(
   certificateWaitMs = 10_000,
 ): Promise<Rig> {
   const host = `127.${randomInt(1, 255)}.${randomInt(0, 256)}.${randomInt(1, 255)}`;
-  const { logger } = memoryLogger('silent');
+  const { logger, lines } = memoryLogger('info');
   const ctx = await testProxyContext(logger, { beforeSign: signer.beforeSign, certificateWaitMs });
   t.teardown(() => ctx.certs.close());
   ctx.store.upsertWorkload(
@@ -167,6 +170,8 @@ async function rig(
     upstreamBytes: () => upstreamBytes,
     certs: ctx.certs,
     ca: ctx.ca,
+    store: ctx.store,
+    lines,
   };
 }
 
@@ -267,4 +272,37 @@ t.test('a CA slower than certificateWaitMs: the connection is reset at the bound
   t.ok(ms >= 250 && ms < 5000, `reset after ${Math.round(ms)} ms (bound 300 ms)`);
   t.equal(r.peerTls(), 0);
   t.equal(r.upstreamBytes(), 0);
+});
+
+t.test('an outbound refusal is logged with the workload and identity that made it', async (t) => {
+  const signer = heldSigner();
+  signer.release('sign');
+  const r = await rig(t, signer);
+  // The destination now sits behind a waypoint this ztunnel does not know: refused, not bypassed.
+  r.store.upsertWorkload(
+    newWorkload({
+      uid: 'Kubernetes//Pod/server/server',
+      name: 'server',
+      namespace: 'server',
+      serviceAccount: 'server',
+      node: 'node-1',
+      addresses: [r.host],
+      tunnelProtocol: 'HBONE',
+      waypoint: { address: { network: '', address: '198.18.9.9' }, hboneMtlsPort: 15008 },
+    }),
+  );
+  const app = appConnect(r.host, r.outboundPort, 'hello');
+  t.equal((await app.closed).error, 'ECONNRESET', 'the connection is reset');
+  t.equal(r.connects(), 0, 'nothing reached the destination');
+  await until(() => r.lines.some((l) => l.message === 'connection failed'), 5000, 'the log line');
+  const line = r.lines.find((l) => l.message === 'connection failed')!;
+  t.match(line, {
+    level: 'warn',
+    scope: 'access',
+    direction: 'outbound',
+    'src.workload': POD.name,
+    'src.namespace': POD.namespace,
+    'src.identity': POD_ID,
+    error: /waypoint .* is not known to this ztunnel yet/,
+  });
 });

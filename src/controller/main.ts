@@ -1,12 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
 // The controller's entry point: parse flags/env, start, stop cleanly on SIGTERM/SIGINT.
+// `controller ca-rotate <step>` takes one step of a CA root rotation instead (ca/rotate-cli.ts).
 // A configuration error exits with status 2 and a message saying what to fix.
 import { errorMessage } from '../shared/errors.ts';
 import { Logger } from '../shared/telemetry/logger.ts';
 import { startController } from './app.ts';
+import { runCaRotate } from './ca/rotate-cli.ts';
 import { loadControllerConfig, type ControllerConfig } from './config.ts';
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'ca-rotate') {
+    const status = await runCaRotate(process.argv.slice(3), {
+      out: (s) => process.stdout.write(s),
+      err: (s) => process.stderr.write(s),
+    });
+    process.exit(status);
+  }
   let cfg: ControllerConfig;
   try {
     cfg = loadControllerConfig(process.argv.slice(2));

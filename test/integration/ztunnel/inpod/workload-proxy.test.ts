@@ -21,7 +21,7 @@ import { HboneServer, connectUpstream } from '../../../../src/shared/hbone/serve
 import { DefaultSocketFactory } from '../../../../ztunnel/src/inpod/socket-factory.ts';
 import { WorkloadProxy } from '../../../../ztunnel/src/inpod/workload-proxy.ts';
 import type { PodInfo } from '../../../../ztunnel/src/proxy/context.ts';
-import { newWorkload } from '../../../../ztunnel/src/state/types.ts';
+import { newWorkload, type Workload } from '../../../../ztunnel/src/state/types.ts';
 import { startEchoServer } from '../../../helpers/hbone.ts';
 import { issueWorkloadCert, tlsOptions } from '../../../helpers/pki.ts';
 import { memoryLogger, testProxyContext, until } from '../../zds/fixtures.ts';
@@ -75,6 +75,20 @@ class RecordingSocketFactory extends DefaultSocketFactory {
   }
 }
 
+/** The destination workload, at `host` (where the test's HBONE peer listens). */
+function serverWorkload(host: string, extra: Partial<Workload> = {}): Workload {
+  return newWorkload({
+    uid: 'Kubernetes//Pod/server/server',
+    name: 'server',
+    namespace: 'server',
+    serviceAccount: 'server',
+    node: 'node-1',
+    addresses: [host],
+    tunnelProtocol: 'HBONE',
+    ...extra,
+  });
+}
+
 interface Rig {
   /** The pod's address: its listeners, and the destination the app dials. */
   host: string;
@@ -114,17 +128,7 @@ async function rig(
       tunnelProtocol: 'HBONE',
     }),
   );
-  ctx.store.upsertWorkload(
-    newWorkload({
-      uid: 'Kubernetes//Pod/server/server',
-      name: 'server',
-      namespace: 'server',
-      serviceAccount: 'server',
-      node: 'node-1',
-      addresses: [host],
-      tunnelProtocol: 'HBONE',
-    }),
-  );
+  ctx.store.upsertWorkload(serverWorkload(host));
 
   let upstreamBytes = 0;
   const echo = await startEchoServer();
@@ -280,14 +284,7 @@ t.test('an outbound refusal is logged with the workload and identity that made i
   const r = await rig(t, signer);
   // The destination now sits behind a waypoint this ztunnel does not know: refused, not bypassed.
   r.store.upsertWorkload(
-    newWorkload({
-      uid: 'Kubernetes//Pod/server/server',
-      name: 'server',
-      namespace: 'server',
-      serviceAccount: 'server',
-      node: 'node-1',
-      addresses: [r.host],
-      tunnelProtocol: 'HBONE',
+    serverWorkload(r.host, {
       waypoint: { address: { network: '', address: '198.18.9.9' }, hboneMtlsPort: 15008 },
     }),
   );

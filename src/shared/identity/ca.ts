@@ -513,7 +513,7 @@ export class CertificateAuthority {
   dropOldRoot(): void {
     if (this.#next) {
       throw rotationError(
-        'the next root is not active yet; dropping now would leave it the only one certificates chain to while peers still trust the old one. Call activateNextRoot first',
+        'the next root is not active yet: the current root still signs every certificate, so there is no old root to drop. Call activateNextRoot first',
       );
     }
     this.#bundle = TrustBundle.fromDer([this.#root.cert.der]);

@@ -35,7 +35,13 @@ async function startPath(target: number): Promise<{
     for (const s of pair) s.on('error', () => undefined);
     down.pipe(up);
     up.pipe(down);
-    down.once('close', () => pairs.delete(pair));
+    // pipe() does not pass on an error: when one side is reset, the other (half-open, no longer
+    // reading) would never learn that its peer went away, and srv.close() would wait for it.
+    down.once('close', () => {
+      pairs.delete(pair);
+      up.destroy();
+    });
+    up.once('close', () => down.destroy());
   });
   srv.listen(0, '127.0.0.1');
   await once(srv, 'listening');
@@ -51,7 +57,10 @@ async function startPath(target: number): Promise<{
       }
       pairs.clear();
     },
-    close: () => new Promise<void>((resolve) => srv.close(() => resolve())),
+    close: () => {
+      for (const pair of pairs) for (const s of pair) s.destroy();
+      return new Promise<void>((resolve) => srv.close(() => resolve()));
+    },
   };
 }
 

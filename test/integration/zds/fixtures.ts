@@ -21,6 +21,7 @@ import type { ManagedSocketFactory, NetnsRef } from '../../../ztunnel/src/inpod/
 import type { WorkloadProxyPorts } from '../../../ztunnel/src/inpod/workload-proxy.ts';
 import type { ProxyContext } from '../../../ztunnel/src/proxy/context.ts';
 import { StateStore } from '../../../ztunnel/src/state/store.ts';
+import { newWorkload, type Workload } from '../../../ztunnel/src/state/types.ts';
 import { AccessLog } from '../../../ztunnel/src/telemetry/access-log.ts';
 import { ZtunnelMetrics } from '../../../ztunnel/src/telemetry/metrics.ts';
 
@@ -181,4 +182,21 @@ export async function until(cond: () => boolean, ms: number, what: string): Prom
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/**
+ * The destination workload of the in-pod proxy tests: an HBONE pod `server/server` at `host`
+ * (where the test's HBONE peer listens), on another node.
+ */
+export function serverWorkload(host: string, extra: Partial<Workload> = {}): Workload {
+  return newWorkload({
+    uid: 'Kubernetes//Pod/server/server',
+    name: 'server',
+    namespace: 'server',
+    serviceAccount: 'server',
+    node: 'node-1',
+    addresses: [host],
+    tunnelProtocol: 'HBONE',
+    ...extra,
+  });
 }

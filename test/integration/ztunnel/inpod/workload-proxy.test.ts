@@ -21,10 +21,10 @@ import { HboneServer, connectUpstream } from '../../../../src/shared/hbone/serve
 import { DefaultSocketFactory } from '../../../../ztunnel/src/inpod/socket-factory.ts';
 import { WorkloadProxy } from '../../../../ztunnel/src/inpod/workload-proxy.ts';
 import type { PodInfo } from '../../../../ztunnel/src/proxy/context.ts';
-import { newWorkload, type Workload } from '../../../../ztunnel/src/state/types.ts';
+import { newWorkload } from '../../../../ztunnel/src/state/types.ts';
 import { startEchoServer } from '../../../helpers/hbone.ts';
 import { issueWorkloadCert, tlsOptions } from '../../../helpers/pki.ts';
-import { memoryLogger, testProxyContext, until } from '../../zds/fixtures.ts';
+import { memoryLogger, serverWorkload, testProxyContext, until } from '../../zds/fixtures.ts';
 
 const POD: PodInfo = { uid: 'uid-a', name: 'pod-a', namespace: 'demo', serviceAccount: 'sa' };
 const POD_ID = 'spiffe://cluster.local/ns/demo/sa/sa';
@@ -73,20 +73,6 @@ class RecordingSocketFactory extends DefaultSocketFactory {
   ports(): number[] {
     return this.#servers.map((s) => (s.address() as net.AddressInfo).port);
   }
-}
-
-/** The destination workload, at `host` (where the test's HBONE peer listens). */
-function serverWorkload(host: string, extra: Partial<Workload> = {}): Workload {
-  return newWorkload({
-    uid: 'Kubernetes//Pod/server/server',
-    name: 'server',
-    namespace: 'server',
-    serviceAccount: 'server',
-    node: 'node-1',
-    addresses: [host],
-    tunnelProtocol: 'HBONE',
-    ...extra,
-  });
 }
 
 interface Rig {

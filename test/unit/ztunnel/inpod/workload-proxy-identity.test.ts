@@ -30,6 +30,7 @@ import { issueWorkloadCert } from '../../../helpers/pki.ts';
 import {
   loopbackSocketFactory,
   memoryLogger,
+  serverWorkload,
   testProxyContext,
   until,
 } from '../../../integration/zds/fixtures.ts';
@@ -96,17 +97,7 @@ async function rig(t: Test, opts: { workloadWaitMs: number; meshPeer?: boolean }
   const ctx = { ...base, workloadWaitMs: opts.workloadWaitMs };
   const connectedAs: string[] = [];
   if (opts.meshPeer !== false) {
-    ctx.store.upsertWorkload(
-      newWorkload({
-        uid: 'Kubernetes//Pod/server/server',
-        name: 'server',
-        namespace: 'server',
-        serviceAccount: 'server',
-        node: 'node-1',
-        addresses: [host],
-        tunnelProtocol: 'HBONE',
-      }),
-    );
+    ctx.store.upsertWorkload(serverWorkload(host));
     const echo = await startEchoServer();
     t.teardown(() => echo.close());
     const serverCert = await issueWorkloadCert(ctx.ca, SERVER_ID);

@@ -48,13 +48,7 @@ export class AccessLog {
       duration: `${Math.round(e.durationMs)}ms`,
     };
     put(fields, 'dst.hbone_addr', e.dstHboneAddr);
-    put(fields, 'src.workload', e.srcWorkload);
-    put(fields, 'src.namespace', e.srcNamespace);
-    put(fields, 'src.identity', e.srcIdentity);
-    put(fields, 'dst.service', e.dstService);
-    put(fields, 'dst.workload', e.dstWorkload);
-    put(fields, 'dst.namespace', e.dstNamespace);
-    put(fields, 'dst.identity', e.dstIdentity);
+    putParties(fields, e);
     if (e.error !== undefined) {
       fields.error = e.error;
       this.#log.error(fields, 'connection complete');
@@ -67,32 +61,40 @@ export class AccessLog {
    * An early refusal. Whatever is known by then goes in too: a denial logged without the verified
    * peer identity or the workload it was for cannot be audited.
    */
-  failed(e: {
-    direction: 'inbound' | 'outbound';
-    srcAddr: string;
-    dstAddr: string;
-    error: string;
-    srcWorkload?: string | undefined;
-    srcNamespace?: string | undefined;
-    srcIdentity?: string | undefined;
-    dstWorkload?: string | undefined;
-    dstNamespace?: string | undefined;
-    dstIdentity?: string | undefined;
-  }): void {
+  failed(e: Pick<AccessLogEntry, 'direction' | 'srcAddr' | 'dstAddr'> & Parties & { error: string }): void {
     const fields: Record<string, string | number> = {
       'src.addr': e.srcAddr,
       'dst.addr': e.dstAddr,
       direction: e.direction,
     };
-    put(fields, 'src.workload', e.srcWorkload);
-    put(fields, 'src.namespace', e.srcNamespace);
-    put(fields, 'src.identity', e.srcIdentity);
-    put(fields, 'dst.workload', e.dstWorkload);
-    put(fields, 'dst.namespace', e.dstNamespace);
-    put(fields, 'dst.identity', e.dstIdentity);
+    putParties(fields, e);
     fields.error = e.error;
     this.#log.warn(fields, 'connection failed');
   }
+}
+
+/** Who was at each end, as far as known: the fields both kinds of line carry. */
+type Parties = Partial<
+  Pick<
+    AccessLogEntry,
+    | 'srcWorkload'
+    | 'srcNamespace'
+    | 'srcIdentity'
+    | 'dstService'
+    | 'dstWorkload'
+    | 'dstNamespace'
+    | 'dstIdentity'
+  >
+>;
+
+function putParties(fields: Record<string, string | number>, e: Parties): void {
+  put(fields, 'src.workload', e.srcWorkload);
+  put(fields, 'src.namespace', e.srcNamespace);
+  put(fields, 'src.identity', e.srcIdentity);
+  put(fields, 'dst.service', e.dstService);
+  put(fields, 'dst.workload', e.dstWorkload);
+  put(fields, 'dst.namespace', e.dstNamespace);
+  put(fields, 'dst.identity', e.dstIdentity);
 }
 
 function put(o: Record<string, string | number>, k: string, v: string | undefined): void {

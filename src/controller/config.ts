@@ -26,6 +26,9 @@ import { MeshError } from '../shared/errors.ts';
 
 export class ControllerConfigError extends MeshError {}
 
+/** Where the CA's files live unless --ca-dir or CA_DIR says otherwise. */
+export const DEFAULT_CA_DIR = '/var/lib/ambient-mesh/ca';
+
 /** Why the file source cannot run on TokenReview. */
 export const MANIFESTS_NEED_NODE_TOKENS =
   '--manifests needs --node-tokens: there is no Kubernetes API to review tokens';
@@ -144,7 +147,7 @@ export function loadControllerConfig(
     manifestDirs: v.manifests?.map((d) => resolve(d)),
     kubeconfig: env.KUBECONFIG,
     listen,
-    caDir: resolve(v['ca-dir'] ?? env.CA_DIR ?? '/var/lib/ambient-mesh/ca'),
+    caDir: resolve(v['ca-dir'] ?? env.CA_DIR ?? DEFAULT_CA_DIR),
     nodeTokensFile: nodeTokens === undefined ? undefined : resolve(nodeTokens),
     trustedNodeAccounts,
     trustDomain: v['trust-domain'] ?? env.TRUST_DOMAIN ?? 'cluster.local',

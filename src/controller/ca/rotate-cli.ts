@@ -17,6 +17,7 @@ import { parseCertificate } from '../../shared/identity/certificate.ts';
 import { bytesEqual } from '../../shared/identity/der.ts';
 import { pemCertificatesToDer } from '../../shared/identity/pem.ts';
 import { errorMessage } from '../../shared/errors.ts';
+import { DEFAULT_CA_DIR } from '../config.ts';
 import { IdentityError } from '../../shared/identity/errors.ts';
 
 const STEPS = ['status', 'add-next-root', 'activate-next-root', 'drop-old-root'] as const;
@@ -49,7 +50,7 @@ export async function runCaRotate(
       return 2;
     }
     step = first as Step;
-    caDir = resolve(values['ca-dir'] ?? env.CA_DIR ?? '/var/lib/ambient-mesh/ca');
+    caDir = resolve(values['ca-dir'] ?? env.CA_DIR ?? DEFAULT_CA_DIR);
     trustDomain = values['trust-domain'] ?? env.TRUST_DOMAIN ?? 'cluster.local';
   } catch (err) {
     io.err(`ca-rotate: ${errorMessage(err)}\n${USAGE}\n`);

@@ -28,9 +28,15 @@ import {
   CredentialCache,
   HBONE_ALPN,
   hboneSecureContextOptions,
+  peerCertificateError,
   peerTrustOf,
+  revocationOf,
   type PeerTrust,
+  type RevocationSource,
+  type RevokedSession,
 } from './tls.ts';
+
+export type { RevocationSource, RevokedSession } from './tls.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 
@@ -57,6 +63,8 @@ export interface HboneClientOptions {
   settings?: Partial<HboneSettings>;
   /** SocketFactory seam; default net.connect with TCP_NODELAY and TCP keepalive. */
   dial?: HboneDialer;
+  /** Certificate revocation lists: a revoked server is refused at the handshake (checklist B.31). */
+  revocation?: RevocationSource;
 }
 
 /** How long close() lets an idle session's graceful close take before destroying it. */
@@ -149,6 +157,7 @@ export class HboneClient {
   readonly #certificate: () => WorkloadCertificate;
   readonly #settings: Readonly<HboneSettings>;
   readonly #dial: HboneDialer;
+  readonly #revocation: RevocationSource | undefined;
   readonly #creds: CredentialCache<ClientCreds>;
   readonly #keys = new Map<string, KeyState>();
   readonly #all = new Set<PooledSession>();
@@ -160,6 +169,7 @@ export class HboneClient {
     this.#certificate = opts.certificate;
     this.#settings = resolveHboneSettings(opts.settings);
     this.#dial = opts.dial ?? defaultDial(this.#settings);
+    this.#revocation = opts.revocation;
     this.#creds = new CredentialCache((cert) => ({
       ...peerTrustOf(cert),
       secureContext: tls.createSecureContext(hboneSecureContextOptions(cert)),
@@ -274,6 +284,33 @@ export class HboneClient {
     ]);
     clearTimeout(timer);
     for (const ps of this.#all) if (!ps.session.destroyed) ps.session.destroy();
+  }
+
+  /**
+   * Checks every live session's server against the current revocation lists again (the CRL
+   * changed) and destroys the sessions of revoked servers at once, resetting their tunnels, so
+   * that no byte more flows to a revoked identity (checklist B.31). Returns what was closed.
+   */
+  revalidate(): RevokedSession[] {
+    const revocation = this.#revocation?.();
+    const closed: RevokedSession[] = [];
+    for (const ps of this.#all) {
+      if (ps.session.destroyed) continue;
+      const revoked = revocationOf(ps.peer, revocation);
+      if (!revoked) continue;
+      const error = new HboneError(
+        'HBONE_ERR_PEER_REVOKED',
+        `HBONE peer ${ps.peerLabel} (${ps.peer.id.uri}) is revoked: ${revoked.message}; closed its session and ${ps.active} tunnel(s)`,
+        { cause: revoked },
+      );
+      ps.usable = false;
+      ps.lastError = error;
+      if (ps.idleTimer) clearTimeout(ps.idleTimer);
+      this.#forget(ps);
+      closed.push({ peer: ps.peer, remote: ps.peerLabel, streams: ps.active, error });
+      ps.session.destroy(error, NGHTTP2_CANCEL);
+    }
+    return closed;
   }
 
   // ---- pool ----
@@ -397,6 +434,7 @@ export class HboneClient {
         expectedIdentities: expected,
         usage: 'serverAuth',
         intermediates: creds.intermediatesDer,
+        revocation: this.#revocation?.(),
       });
     } catch (err) {
       // Flush our last handshake flight and a close_notify, then close: the peer sees a clean
@@ -404,10 +442,9 @@ export class HboneClient {
       tlsSocket.on('error', () => undefined);
       tlsSocket.destroySoon();
       if (err instanceof HboneError) throw err;
-      throw new HboneError(
-        'HBONE_ERR_PEER_IDENTITY',
+      throw peerCertificateError(
+        err,
         `HBONE peer ${label} presented an unacceptable certificate: ${(err as Error).message}`,
-        { cause: err },
       );
     }
     if (this.#closed || tlsSocket.destroyed) {

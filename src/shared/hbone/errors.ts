@@ -17,6 +17,11 @@ export type HboneErrorCode =
   | 'HBONE_ERR_TLS'
   /** The peer's certificate is not an acceptable X.509-SVID for this hop (identity, trust domain, SPIFFE rules). */
   | 'HBONE_ERR_PEER_IDENTITY'
+  /**
+   * A certificate of the peer's path is revoked by a CRL: refused at the handshake, or the live
+   * session torn down when the CRL changed (checklist B.31).
+   */
+  | 'HBONE_ERR_PEER_REVOKED'
   /** TCP connect to the peer's HBONE port did not complete in time. */
   | 'HBONE_ERR_CONNECT_TIMEOUT'
   /** TCP connect to the peer's HBONE port failed (refused, unreachable). */

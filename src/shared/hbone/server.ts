@@ -30,17 +30,27 @@ import {
   CredentialCache,
   HBONE_ALPN,
   hboneSecureContextOptions,
+  peerCertificateError,
   peerTrustOf,
+  revocationOf,
   type PeerTrust,
+  type RevocationSource,
+  type RevokedSession,
 } from './tls.ts';
 import { setConnectionWindow, startKeepalive } from './session.ts';
 
 export { connectUpstream, type ConnectUpstreamOptions } from './upstream.ts';
+export type { RevocationSource, RevokedSession } from './tls.ts';
 export type { HboneSettings } from './settings.ts';
 export { DEFAULT_HBONE_SETTINGS } from './settings.ts';
 
-const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_INADEQUATE_SECURITY } =
-  http2.constants;
+const {
+  NGHTTP2_CANCEL,
+  NGHTTP2_ENHANCE_YOUR_CALM,
+  NGHTTP2_NO_ERROR,
+  NGHTTP2_REFUSED_STREAM,
+  NGHTTP2_INADEQUATE_SECURITY,
+} = http2.constants;
 
 export interface InboundConnect {
   /** The :authority exactly as received. */
@@ -69,6 +79,8 @@ export interface HboneServerOptions {
   certificate: () => WorkloadCertificate;
   /** Client certificates must carry an identity in this trust domain (§1.2). */
   trustDomain: string;
+  /** Certificate revocation lists: a revoked client is refused at the handshake (checklist B.31). */
+  revocation?: RevocationSource;
   settings?: Partial<HboneSettings>;
   /** Decide a CONNECT: dial the upstream and return 200 with it, or refuse. */
   onConnect: (req: InboundConnect) => Promise<InboundDecision>;
@@ -353,6 +365,31 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
     for (const w of this.#idleWaiters.splice(0)) w();
   }
 
+  /**
+   * Checks every live session's client against the current revocation lists again (the CRL
+   * changed) and destroys the sessions of revoked clients at once, resetting their tunnels: a
+   * revoked identity keeps nothing it already had (checklist B.31). Returns what was closed.
+   */
+  revalidate(): RevokedSession[] {
+    const revocation = this.#opts.revocation?.();
+    const closed: RevokedSession[] = [];
+    for (const [session, info] of this.#sessions) {
+      if (session.destroyed) continue;
+      const revoked = revocationOf(info.peer, revocation);
+      if (!revoked) continue;
+      const remote = `${info.remoteAddress}:${info.remotePort}`;
+      const streams = [...this.#streams].filter((st) => st.session === session).length;
+      const error = new HboneError(
+        'HBONE_ERR_PEER_REVOKED',
+        `HBONE client ${remote} (${info.peer.id.uri}) is revoked: ${revoked.message}; closed its session and ${streams} tunnel(s)`,
+        { cause: revoked },
+      );
+      session.destroy(error, NGHTTP2_CANCEL);
+      closed.push({ peer: info.peer, remote, streams, error });
+    }
+    return closed;
+  }
+
   /** Makes sure the TLS server presents the current certificate (rebuilt only when it changes). */
   #prepareTls(): PeerTrust {
     return this.#creds.get(this.#opts.certificate());
@@ -392,18 +429,16 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
         // Node hides the client's intermediates from a TLS server; OpenSSL verified the path to
         // our roots (rejectUnauthorized). It stands when the client's intermediate is not ours.
         pathVerifiedByTls: socket.authorized,
+        revocation: this.#opts.revocation?.(),
       });
     } catch (err) {
       // Before any HTTP/2: the peer gets nothing but the close (ztunnel resets such connections).
       socket.destroy();
       this.emit(
         'peerRejected',
-        new HboneError(
-          'HBONE_ERR_PEER_IDENTITY',
+        peerCertificateError(
+          err,
           `HBONE client ${remoteAddress ?? 'unknown'} rejected: ${(err as Error).message}`,
-          {
-            cause: err,
-          },
         ),
         remoteAddress,
       );

@@ -13,8 +13,12 @@
 import { constants as cryptoConstants } from 'node:crypto';
 import tls from 'node:tls';
 import type { WorkloadCertificate } from '../identity/cert-manager.ts';
+import type { RevocationList } from '../identity/crl.ts';
+import { IdentityError } from '../identity/errors.ts';
 import { pemCertificatesToDer } from '../identity/pem.ts';
+import { checkRevocation, type VerifiedSvid } from '../identity/svid.ts';
 import { TrustBundle } from '../identity/trust-bundle.ts';
+import { HboneError } from './errors.ts';
 
 export const HBONE_ALPN = 'h2';
 /** TLS 1.3 suite names as OpenSSL spells them; AES-128-GCM preferred. */
@@ -81,5 +85,40 @@ export class CredentialCache<T> {
     this.#cert = cert;
     this.#value = value;
     return value;
+  }
+}
+
+/** The current certificate revocation lists, read at every handshake and by revalidate(). */
+export type RevocationSource = () => RevocationList | undefined;
+
+/** A live session closed by revalidate(): whose, and why. */
+export interface RevokedSession {
+  readonly peer: VerifiedSvid;
+  /** host:port of the peer's end of the session. */
+  readonly remote: string;
+  /** CONNECT streams (tunnels) that were open on it and were reset. */
+  readonly streams: number;
+  readonly error: HboneError;
+}
+
+/** The HboneError for a peer whose certificate failed verification: revoked, or otherwise unacceptable. */
+export function peerCertificateError(err: unknown, message: string): HboneError {
+  const revoked = err instanceof IdentityError && err.code === 'ID_ERR_REVOKED';
+  return new HboneError(revoked ? 'HBONE_ERR_PEER_REVOKED' : 'HBONE_ERR_PEER_IDENTITY', message, {
+    cause: err,
+  });
+}
+
+/** The revocation error for an already verified peer, or undefined if `revocation` does not revoke it. */
+export function revocationOf(
+  peer: VerifiedSvid,
+  revocation: RevocationList | undefined,
+): IdentityError | undefined {
+  try {
+    checkRevocation(peer, revocation);
+    return undefined;
+  } catch (err) {
+    if (err instanceof IdentityError) return err;
+    throw err;
   }
 }

@@ -30,6 +30,7 @@ import {
   signedBy,
   type ParsedCertificate,
 } from './certificate.ts';
+import { crlSignedBy, normalizeSerial, RevocationList, type ParsedCrl } from './crl.ts';
 import { EC_P256_SHA256, generateP256KeyPair, privateKeyToPem } from './csr.ts';
 import { derToPem, pemBlocks, pemCertificatesToDer } from './pem.ts';
 import { parseSpiffeId, parseTrustDomain } from './spiffe.ts';
@@ -64,7 +65,12 @@ export const CA_FILES = {
   nextIntermediateKey: 'next-ca-key.pem',
   /** Every root peers must trust (current, next, previous), e.g. for the control plane's clients. */
   trustBundle: 'trust-bundle.pem',
+  /** The CRLs of this CA (`ca-revoke`), for ztunnel's CRL_PATH (Istio's chart mounts ca-crl.pem). */
+  crl: 'ca-crl.pem',
 } as const;
+
+/** How long an issued CRL says it is current (nextUpdate). ztunnel does not enforce nextUpdate (crl.ts). */
+export const CRL_VALIDITY_SECONDS = 365 * 24 * 60 * 60;
 
 /** Key material handed to the CA directly (instead of `dir`), e.g. by tests or plugged-in certs. */
 export interface CaKeyMaterial {
@@ -123,6 +129,16 @@ export function randomSerialHex(): string {
   while (bytes.length > 0 && bytes[0] === 0) bytes = bytes.subarray(1);
   if (bytes.length === 0) return '01';
   return ((bytes[0] ?? 0) & 0x80 ? '00' : '') + bytes.toString('hex');
+}
+
+/** DER of a non-negative INTEGER (the cRLNumber extension's value). */
+function derInteger(n: bigint): ArrayBuffer {
+  let hex = n.toString(16);
+  if (hex.length % 2 === 1) hex = `0${hex}`;
+  if (Number.parseInt(hex.slice(0, 2), 16) >= 0x80) hex = `00${hex}`;
+  const body = Buffer.from(hex, 'hex');
+  const der = Buffer.concat([Buffer.from([0x02, body.length]), body]);
+  return der.buffer.slice(der.byteOffset, der.byteOffset + der.byteLength);
 }
 
 /** Seconds-resolution date (X.509 times have one-second resolution). */
@@ -519,6 +535,91 @@ export class CertificateAuthority {
     this.#bundle = TrustBundle.fromDer([this.#root.cert.der]);
     this.#persist();
     this.#rootsChanged();
+  }
+
+  /**
+   * A CRL file (PEM) that revokes `revoke` (serial numbers in hex, as `openssl x509 -serial`
+   * prints them; colons allowed) on top of everything `previousPem` (the last file this returned)
+   * revoked. One CRL per signing CA: the root's revokes the intermediate when its serial is named,
+   * the intermediate's (or the root's, without one) revokes every other serial. CRLs of other
+   * issuers in `previousPem` (an old root's, a renewed intermediate's) are kept unchanged, so no
+   * revocation is ever lost. Each CRL's number is one above the last. Returns the PEM and the
+   * serials each CRL now lists.
+   */
+  async issueCrl(req: {
+    revoke: readonly string[];
+    previousPem?: string;
+  }): Promise<{ pem: string; crls: { issuer: string; serials: string[] }[] }> {
+    const wanted = req.revoke.map((raw) => {
+      const hex = raw.trim().toLowerCase().replace(/^0x/, '').replaceAll(':', '');
+      if (!/^[0-9a-f]{1,42}$/.test(hex)) {
+        throw new IdentityError(
+          'ID_ERR_CRL',
+          `"${raw}" is not a certificate serial number: give it in hex, as openssl x509 -noout -serial prints it`,
+        );
+      }
+      return normalizeSerial(hex.length % 2 === 1 ? `0${hex}` : hex);
+    });
+    const previous =
+      req.previousPem === undefined
+        ? undefined
+        : RevocationList.fromPem(req.previousPem, 'the previous CRL file');
+    const issuers: SigningCert[] = this.#intermediate ? [this.#root, this.#intermediate] : [this.#root];
+    const ownedBy = (crl: ParsedCrl, issuer: SigningCert): boolean =>
+      bytesEqual(crl.issuerDer, issuer.cert.subjectDer) && crlSignedBy(crl, issuer.cert);
+    const leafIssuer = this.#intermediate ?? this.#root;
+    const rootSerial = normalizeSerial(this.#root.cert.serial);
+    for (const serial of wanted) {
+      if (serial === rootSerial) {
+        throw new IdentityError(
+          'ID_ERR_CRL',
+          `serial ${serial} is the CA's own root: a root cannot be revoked by a CRL; rotate it out instead (ca-rotate)`,
+        );
+      }
+    }
+    const now = this.#now();
+    const thisUpdate = floorSeconds(now.getTime());
+    const nextUpdate = floorSeconds(now.getTime() + CRL_VALIDITY_SECONDS * 1000);
+    const out: string[] = [];
+    const summary: { issuer: string; serials: string[] }[] = [];
+    for (const issuer of issuers) {
+      const entries = new Map<string, Date>();
+      let lastNumber = 0n;
+      for (const crl of previous?.crls ?? []) {
+        if (!ownedBy(crl, issuer)) continue;
+        for (const [serial, date] of crl.revoked) entries.set(serial, date);
+        if (crl.crlNumber !== undefined && BigInt(`0x${crl.crlNumber}`) > lastNumber) {
+          lastNumber = BigInt(`0x${crl.crlNumber}`);
+        }
+      }
+      for (const serial of wanted) {
+        const intermediateSerial = this.#intermediate && normalizeSerial(this.#intermediate.cert.serial);
+        const target = serial === intermediateSerial ? this.#root : leafIssuer;
+        if (target === issuer && !entries.has(serial)) entries.set(serial, thisUpdate);
+      }
+      const extensions: x509.Extension[] = [
+        new x509.Extension('2.5.29.20', false, derInteger(lastNumber + 1n)),
+      ];
+      if (issuer.cert.subjectKeyId !== undefined) {
+        extensions.push(new x509.AuthorityKeyIdentifierExtension(issuer.cert.subjectKeyId));
+      }
+      const crl = await x509.X509CrlGenerator.create({
+        issuer: new x509.Name(issuer.cert.subjectDer),
+        thisUpdate,
+        nextUpdate,
+        entries: [...entries].map(([serialNumber, revocationDate]) => ({ serialNumber, revocationDate })),
+        extensions,
+        signingKey: issuer.key,
+        signingAlgorithm: EC_P256_SHA256,
+      });
+      out.push(derToPem(new Uint8Array(crl.rawData), 'X509 CRL'));
+      summary.push({ issuer: issuer === this.#root ? 'root' : 'intermediate', serials: [...entries.keys()] });
+    }
+    // Other issuers' CRLs stay as they were: their revocations still apply to what they issued.
+    for (const crl of previous?.crls ?? []) {
+      if (!issuers.some((i) => ownedBy(crl, i))) out.push(derToPem(crl.der, 'X509 CRL'));
+    }
+    return { pem: out.join(''), crls: summary };
   }
 
   /**

@@ -129,7 +129,7 @@ function parseError(message: string, cause?: unknown): IdentityError {
 }
 
 /** RFC 5280 §4.1.2.5: UTCTime YYMMDDHHMMSSZ (YY ≥ 50 → 19YY) or GeneralizedTime YYYYMMDDHHMMSSZ. */
-function decodeTime(tlv: Tlv | undefined, what: string): Date {
+export function decodeTime(tlv: Tlv | undefined, what: string): Date {
   if (!tlv) throw new DerError(`missing ${what}`);
   const s = Buffer.from(tlv.value).toString('latin1');
   let m: RegExpExecArray | null;
@@ -257,7 +257,7 @@ function parseSubjectKeyId(value: Uint8Array): string {
   return toHex(readOnly(value, TAG.OCTET_STRING, 'SubjectKeyIdentifier').value);
 }
 
-function parseAuthorityKeyId(value: Uint8Array): string | undefined {
+export function parseAuthorityKeyId(value: Uint8Array): string | undefined {
   const seq = readOnly(value, TAG.SEQUENCE, 'AuthorityKeyIdentifier');
   for (const item of children(seq.value)) {
     if (item.tag === contextTag(0, false)) return toHex(item.value);

@@ -42,7 +42,11 @@ export type IdentityErrorCode =
   /** A certificate chain returned by the CA is unusable (shape, identity, verification). */
   | 'ID_ERR_CA_RESPONSE'
   /** No valid workload certificate is available (CA failing, manager closed, ...). */
-  | 'ID_ERR_CERT_UNAVAILABLE';
+  | 'ID_ERR_CERT_UNAVAILABLE'
+  /** A CRL (or a CRL file) is malformed, uses what this verifier does not evaluate, or cannot be issued. */
+  | 'ID_ERR_CRL'
+  /** A certificate of the peer's path is listed in a CRL of its issuer (checklist B.31). */
+  | 'ID_ERR_REVOKED';
 
 export class IdentityError extends MeshError {
   declare readonly code: IdentityErrorCode;

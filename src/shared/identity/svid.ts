@@ -21,6 +21,7 @@ import {
   type GeneralName,
   type ParsedCertificate,
 } from './certificate.ts';
+import { revokedError, type RevocationList } from './crl.ts';
 import { parseSpiffeId, type SpiffeId } from './spiffe.ts';
 import type { TrustBundle } from './trust-bundle.ts';
 
@@ -30,6 +31,13 @@ export interface VerifiedSvid {
   readonly notAfter: Date;
   /** Leaf serial number, lowercase hex as encoded. */
   readonly serial: string;
+  /**
+   * The path that was verified: [leaf, intermediates…, anchor], or [leaf] alone when the TLS
+   * layer's path check stood in for ours (`pathFromTls`). Kept so that a live session can be
+   * checked again when the revocation list changes (checkRevocation).
+   */
+  readonly path: readonly ParsedCertificate[];
+  readonly pathFromTls: boolean;
 }
 
 export interface VerifySvidOptions {
@@ -61,6 +69,11 @@ export interface VerifySvidOptions {
    * still apply. A path that is found but fails a check here is refused as always.
    */
   pathVerifiedByTls?: boolean;
+  /**
+   * Certificate revocation lists (checklist B.31): a path with a certificate its issuer revoked is
+   * refused (ID_ERR_REVOKED); another path without it, if one exists, may still be accepted.
+   */
+  revocation?: RevocationList | undefined;
 }
 
 /** A peer may send a handful of intermediates; more is abuse (each costs a signature check). */
@@ -109,11 +122,16 @@ export function verifySvidSync(
   const now = opts.now ?? new Date();
 
   const extra = (opts.intermediates ?? []).slice(0, MAX_CHAIN_CERTS).map((d) => parseCertificate(d));
-  const missingIssuer = buildAndValidatePath(leaf, [...rest, ...extra], bundle.anchors, now);
-  if (missingIssuer !== undefined) {
-    if (opts.pathVerifiedByTls !== true) throw missingIssuer;
+  const built = buildAndValidatePath(leaf, [...rest, ...extra], bundle.anchors, now, opts.revocation);
+  let path: readonly ParsedCertificate[];
+  if (built instanceof IdentityError) {
+    if (opts.pathVerifiedByTls !== true) throw built;
     const leafProblem = validatePath([leaf], now);
     if (leafProblem) throw leafProblem;
+    path = [leaf];
+    checkRevocation({ path, pathFromTls: true }, opts.revocation);
+  } else {
+    path = built;
   }
 
   if (opts.trustDomain !== undefined && id.trustDomain !== opts.trustDomain) {
@@ -129,7 +147,26 @@ export function verifySvidSync(
       `peer identity ${id.uri} is not one of the identities expected for this destination (${shown || 'none'}); the destination IP may belong to another workload, or the service's subject alt names are out of date`,
     );
   }
-  return { id, notBefore: leaf.notBefore, notAfter: leaf.notAfter, serial: leaf.serial };
+  return {
+    id,
+    notBefore: leaf.notBefore,
+    notAfter: leaf.notAfter,
+    serial: leaf.serial,
+    path,
+    pathFromTls: path.length === 1,
+  };
+}
+
+/**
+ * Throws IdentityError ID_ERR_REVOKED if `revocation` revokes a certificate of an already
+ * verified path: for live sessions when the CRL changes (their handshake is long past).
+ */
+export function checkRevocation(
+  verified: Pick<VerifiedSvid, 'path' | 'pathFromTls'>,
+  revocation: RevocationList | undefined,
+): void {
+  const r = revocation?.check(verified.path, !verified.pathFromTls);
+  if (r) throw revokedError(r, verified.path.length);
 }
 
 /** Leaf-only rules: X509-SVID §4.1 (basic constraints), §4.3 (key usage), §2 (one URI SAN). */
@@ -192,16 +229,18 @@ function checkLeaf(leaf: ParsedCertificate, usage: VerifySvidOptions['usage']): 
 }
 
 /**
- * Finds a path leaf → … → trust anchor whose every link verifies and which passes RFC 5280 checks.
- * Throws when a path was found but fails a check; returns the error (not thrown) when no path
- * could be built at all, because no certificate at hand issued some link.
+ * Finds a path leaf → … → trust anchor whose every link verifies, which passes RFC 5280 checks and
+ * in which no certificate is revoked, and returns it. Throws when a path was found but fails a
+ * check; returns the error (not thrown) when no path could be built at all, because no
+ * certificate at hand issued some link.
  */
 function buildAndValidatePath(
   leaf: ParsedCertificate,
   presented: readonly ParsedCertificate[],
   anchors: readonly ParsedCertificate[],
   now: Date,
-): IdentityError | undefined {
+  revocation: RevocationList | undefined,
+): ParsedCertificate[] | IdentityError {
   // Presented copies of anchors and of the leaf itself are not intermediates.
   const pool = presented.filter(
     (c) => !bytesEqual(c.der, leaf.der) && !anchors.some((a) => bytesEqual(a.der, c.der)),
@@ -224,23 +263,33 @@ function buildAndValidatePath(
     return signedBy(child, issuer);
   };
 
-  const search = (path: ParsedCertificate[], used: ReadonlySet<ParsedCertificate>): boolean => {
+  const search = (
+    path: ParsedCertificate[],
+    used: ReadonlySet<ParsedCertificate>,
+  ): ParsedCertificate[] | undefined => {
     const cur = path[path.length - 1] as ParsedCertificate;
     for (const anchor of anchors) {
       if (!mayHaveIssued(cur, anchor)) continue;
-      const problem = validatePath([...path, anchor], now);
-      if (problem === undefined) return true;
+      const full = [...path, anchor];
+      let problem = validatePath(full, now);
+      if (problem === undefined) {
+        const revoked = revocation?.check(full, true);
+        if (revoked === undefined) return full;
+        problem = revokedError(revoked, full.length);
+      }
       firstPathError ??= problem;
     }
-    if (path.length + 1 >= MAX_PATH_LENGTH) return false;
+    if (path.length + 1 >= MAX_PATH_LENGTH) return undefined;
     for (const cand of pool) {
       if (used.has(cand) || !mayHaveIssued(cur, cand)) continue;
-      if (search([...path, cand], new Set([...used, cand]))) return true;
+      const found = search([...path, cand], new Set([...used, cand]));
+      if (found) return found;
     }
-    return false;
+    return undefined;
   };
 
-  if (search([leaf], new Set())) return undefined;
+  const found = search([leaf], new Set());
+  if (found) return found;
   if (firstPathError) throw firstPathError;
   const issuerName = describeName(leaf.issuerDer);
   return chainError(

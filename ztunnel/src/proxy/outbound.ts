@@ -30,6 +30,8 @@ export function responseFlagOf(err: unknown): ResponseFlag {
       return 'TLS_FAILURE';
     case 'HBONE_ERR_PEER_IDENTITY':
       return 'IDENTITY_ERROR';
+    case 'HBONE_ERR_PEER_REVOKED':
+      return 'CERT_REVOKED';
     case 'HBONE_ERR_CONNECT_TIMEOUT':
       return 'NETWORK_POLICY';
     case 'HBONE_ERR_ABORTED':

@@ -14,7 +14,8 @@
 //
 // Layout of the state directory (default /run/ambient-mesh/<name>):
 //   cluster.json           what `down` needs: prefix, processes, pods
-//   ca/                    the controller's CA (trust-bundle.pem is what ztunnels verify it with)
+//   ca/                    the controller's CA (trust-bundle.pem is what ztunnels verify it with;
+//                          ca-crl.pem, from `controller ca-revoke`, is every ztunnel's CRL_PATH)
 //   node-tokens.yaml       node → token, read by the controller; nodes/<node>/token for each ztunnel
 //   live/pods/             live Pod objects
 //   nodes/<node>/net.d     the node's CNI config (bridge + loopback, then ours once the agent installs it)
@@ -27,6 +28,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { V1Pod, V1Service } from '@kubernetes/client-node';
 import { writeNodeTokenFile } from '../controller/auth/node-token.ts';
+import { runCaRevoke } from '../controller/ca/revoke-cli.ts';
 import { CA_FILES } from '../shared/identity/ca.ts';
 import { MeshError, errorMessage } from '../shared/errors.ts';
 import { manifestKey, readManifests, type ManifestObject } from '../shared/kube/manifests.ts';
@@ -379,6 +381,18 @@ export async function upLocalCluster(opts: UpOptions): Promise<LocalCluster> {
 
   const startZtunnel = async (n: LocalNode): Promise<void> => {
     const log = logOf(`ztunnel-${n.name}.log`);
+    // The CA's revocation lists, as `controller ca-revoke` keeps them: every ztunnel enforces
+    // them (CRL_PATH), so the file must exist before the first one starts.
+    const crlPath = join(stateDir, 'ca', CA_FILES.crl);
+    if (!existsSync(crlPath)) {
+      let err = '';
+      const status = await runCaRevoke(['--ca-dir', join(stateDir, 'ca')], {
+        out: () => undefined,
+        err: (s) => (err += s),
+        env: {},
+      });
+      if (status !== 0) fail(`cannot write the CA's revocation lists: ${err.trim()}`);
+    }
     const pid = daemon(
       n.netnsName,
       NODE_BIN,
@@ -388,6 +402,7 @@ export async function upLocalCluster(opts: UpOptions): Promise<LocalCluster> {
         XDS_ADDRESS: record.controllerAddress,
         // Every root the CA trusts, so the control-plane channel keeps working through a rotation.
         XDS_ROOT_CA: join(stateDir, 'ca', CA_FILES.trustBundle),
+        CRL_PATH: crlPath,
         AUTH_TOKEN: join(stateDir, 'nodes', n.name, 'token'),
         INSTANCE_IP: n.fabricIp,
         POD_NAME: `ztunnel-${n.name}`,

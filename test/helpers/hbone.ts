@@ -18,6 +18,7 @@ import type { CertificateAuthority } from '../../src/shared/identity/ca.ts';
 import type { WorkloadCertificate } from '../../src/shared/identity/cert-manager.ts';
 import {
   HboneClient,
+  type HboneClientOptions,
   type HboneConnectRequest,
   type HboneDialer,
   type HboneTunnel,
@@ -93,6 +94,9 @@ export interface HbonePairOptions {
   dial?: HboneDialer;
   /** Listen address (default 127.0.0.1). */
   host?: string;
+  /** Each side's certificate revocation lists. */
+  serverRevocation?: HboneServerOptions['revocation'];
+  clientRevocation?: HboneClientOptions['revocation'];
 }
 
 export interface HbonePair {
@@ -131,11 +135,13 @@ export async function startHbonePair(opts: HbonePairOptions = {}): Promise<Hbone
     settings: opts.serverSettings ?? {},
     onConnect: opts.onConnect ?? loopbackOnConnect(upstream),
     ...(opts.onTunnelClosed ? { onTunnelClosed: opts.onTunnelClosed } : {}),
+    ...(opts.serverRevocation ? { revocation: opts.serverRevocation } : {}),
   });
   const client = new HboneClient({
     certificate: () => pair.clientCert,
     settings: opts.clientSettings ?? {},
     ...(opts.dial ? { dial: opts.dial } : {}),
+    ...(opts.clientRevocation ? { revocation: opts.clientRevocation } : {}),
   });
   const host = opts.host ?? '127.0.0.1';
   const address = await server.listen({ host, port: 0 });

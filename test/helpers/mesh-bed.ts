@@ -8,7 +8,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { applyRedirection, type RedirectBackend } from '../../cni-plugin/src/redirect/apply.ts';
-import { CertificateAuthority } from '../../src/shared/identity/ca.ts';
+import { CA_FILES, CertificateAuthority } from '../../src/shared/identity/ca.ts';
 import { NODE_BIN } from './testbed-apps.ts';
 import { createTestbed, type Pod, type Testbed } from './testbed.ts';
 import { httpGetInNetns } from './netns-net.ts';
@@ -138,6 +138,11 @@ export async function startMeshBed(opts: {
   ztunnelMain?: string;
   /** The in-pod rules' backend (default iptables, as the node agent's default). */
   redirectBackend?: RedirectBackend;
+  /**
+   * Enforce certificate revocation lists: the CA's CRL file (caDir/ca-crl.pem, written empty
+   * before the ztunnels start, as `controller ca-revoke` writes it) is every ztunnel's CRL_PATH.
+   */
+  crl?: boolean;
 }): Promise<MeshBed> {
   const tb = await createTestbed({ nodes: opts.nodes });
   const ztunnels: ZtunnelProc[] = [];
@@ -155,6 +160,8 @@ export async function startMeshBed(opts: {
     mkdirSync(caDir, { recursive: true });
     const trustDomain = opts.trustDomain ?? 'cluster.local';
     const ca = await CertificateAuthority.create({ trustDomain, dir: caDir });
+    const crlPath = join(caDir, CA_FILES.crl);
+    if (opts.crl === true) writeFileSync(crlPath, (await ca.issueCrl({ revoke: [] })).pem);
     const configPath = join(dir, 'config.yaml');
     const writeConfig = (doc: Record<string, unknown>): void => {
       const tmp = `${configPath}.tmp`;
@@ -185,6 +192,7 @@ export async function startMeshBed(opts: {
           LOCAL_CA_DIR: caDir,
           INPOD_WORKLOADS: inpodPath,
           TERMINATION_GRACE_PERIOD_SECONDS: '3',
+          ...(opts.crl === true && { CRL_PATH: crlPath }),
           ...opts.env,
         },
         stdio: ['ignore', 'pipe', 'pipe'],

@@ -232,3 +232,120 @@ export async function mintCert(opts: MintCertOptions = {}): Promise<MintedCert> 
     keys,
   };
 }
+
+/** A CRL as minted by mintCrl. */
+export interface MintedCrl {
+  readonly der: Uint8Array;
+  /** One PEM "X509 CRL" block with a trailing newline. */
+  readonly pem: string;
+}
+
+/** One revoked serial (hex) for mintCrl, with what its entry carries. */
+export interface MintCrlEntry {
+  readonly serial: string;
+  /** Default: thisUpdate. */
+  readonly revocationDate?: Date;
+  /** Adds a non-critical reasonCode (2.5.29.21) entry extension. */
+  readonly reason?: x509.X509CrlReason;
+  /** Raw entry extensions, e.g. certificateIssuer (2.5.29.29). */
+  readonly extensions?: readonly x509.Extension[];
+}
+
+export interface MintCrlOptions {
+  /**
+   * Whose CRL this is: its subject becomes the CRL issuer, its key signs (unless `signingKey`) and
+   * its subjectKeyId becomes the authorityKeyIdentifier (unless `authorityKeyId`). For a test CA:
+   * the signing certificate (intermediate if any, else root), or the root with `caCert: 'root'`.
+   */
+  issuer: CertificateAuthority | MintedCert;
+  caCert?: 'signing' | 'root';
+  /** Sign with this key instead of the issuer's (a forged CRL, or another CA with the same name). */
+  signingKey?: webcrypto.CryptoKey;
+  /** Default EC_P256_SHA256; the key's own algorithm (name, hash) takes precedence, as in @peculiar/x509. */
+  signingAlgorithm?: webcrypto.Algorithm | webcrypto.RsaHashedImportParams | webcrypto.EcdsaParams;
+  /** Issuer Name instead of the issuer's subject (a DN string, or DER). */
+  issuerName?: string | Uint8Array;
+  /** Revoked serials: hex strings, or entries with a date and extensions. */
+  serials?: readonly (string | MintCrlEntry)[];
+  /** Default: now - 60 s. */
+  thisUpdate?: Date;
+  /** Default: thisUpdate + 1 day; `null` omits it. */
+  nextUpdate?: Date | null;
+  /** cRLNumber (non-critical); default 1, `null` omits the extension. */
+  crlNumber?: number | bigint | null;
+  /** authorityKeyIdentifier keyIdentifier (hex); default the issuer's subjectKeyId, `null` omits. */
+  authorityKeyId?: string | null;
+  /** Extra raw CRL extensions (OID, critical, DER value), e.g. deltaCRLIndicator (2.5.29.27). */
+  extensions?: readonly x509.Extension[];
+}
+
+/** DER INTEGER of a non-negative number (a cRLNumber value). */
+function derUnsigned(n: bigint): Uint8Array {
+  let hex = n.toString(16);
+  if (hex.length % 2 === 1) hex = `0${hex}`;
+  const body = Buffer.from(hex, 'hex');
+  return tlv(0x02, (body[0] ?? 0) >= 0x80 ? Buffer.concat([Uint8Array.of(0), body]) : body);
+}
+
+async function crlSigner(
+  issuer: CertificateAuthority | MintedCert,
+  which: 'signing' | 'root',
+): Promise<{ key: webcrypto.CryptoKey; cert: ParsedCertificate }> {
+  if (!(issuer instanceof CertificateAuthority) || which === 'signing') return issuerKeyAndCert(issuer);
+  const m = issuer.exportKeyMaterial();
+  const pkcs8 = createPrivateKey(m.rootKeyPem).export({ type: 'pkcs8', format: 'der' });
+  const key = await webcrypto.subtle.importKey(
+    'pkcs8',
+    pkcs8,
+    { name: 'ECDSA', namedCurve: 'P-256' },
+    false,
+    ['sign'],
+  );
+  const der = pemCertificatesToDer(m.rootCertPem)[0];
+  if (!der) throw new Error('CA has no root certificate');
+  return { key, cert: parseCertificate(der) };
+}
+
+/**
+ * Mints one v2 CRL with full control over its contents (for negative tests). Shapes the generator
+ * cannot produce (v1 with extensions, mismatched signature algorithms, bad DER) are made by
+ * editing the returned DER.
+ */
+export async function mintCrl(opts: MintCrlOptions): Promise<MintedCrl> {
+  const signer = await crlSigner(opts.issuer, opts.caCert ?? 'signing');
+  const thisUpdate = opts.thisUpdate ?? new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
+  const nextUpdate =
+    opts.nextUpdate === undefined ? new Date(thisUpdate.getTime() + 86_400_000) : opts.nextUpdate;
+  const extensions: x509.Extension[] = [];
+  const aki = opts.authorityKeyId === undefined ? signer.cert.subjectKeyId : opts.authorityKeyId;
+  if (aki !== null && aki !== undefined) extensions.push(new x509.AuthorityKeyIdentifierExtension(aki));
+  const crlNumber = opts.crlNumber === undefined ? 1n : opts.crlNumber;
+  if (crlNumber !== null)
+    extensions.push(new x509.Extension('2.5.29.20', false, derUnsigned(BigInt(crlNumber))));
+  extensions.push(...(opts.extensions ?? []));
+  const entries = (opts.serials ?? []).map((s) => {
+    const e: MintCrlEntry = typeof s === 'string' ? { serial: s } : s;
+    return {
+      serialNumber: e.serial,
+      revocationDate: e.revocationDate ?? thisUpdate,
+      ...(e.reason !== undefined ? { reason: e.reason } : {}),
+      ...(e.extensions !== undefined ? { extensions: [...e.extensions] } : {}),
+    };
+  });
+  const crl = await x509.X509CrlGenerator.create({
+    issuer:
+      opts.issuerName === undefined
+        ? new x509.Name(signer.cert.subjectDer)
+        : typeof opts.issuerName === 'string'
+          ? opts.issuerName
+          : new x509.Name(opts.issuerName),
+    thisUpdate,
+    ...(nextUpdate !== null ? { nextUpdate } : {}),
+    entries,
+    extensions,
+    signingKey: opts.signingKey ?? signer.key,
+    signingAlgorithm: opts.signingAlgorithm ?? EC_P256_SHA256,
+  });
+  const der = new Uint8Array(crl.rawData);
+  return { der, pem: derToPem(der, 'X509 CRL') };
+}

@@ -120,3 +120,46 @@ export async function tcpRequest(
     server: m?.[1],
   };
 }
+
+// Connect, then write `tick\n` every 50 ms and count the echoes, until the connection ends (or
+// `maxMs` passes: "still open"). One line on stdin marks the moment the test acts (a kill, a
+// revocation); the final JSON line says how the connection ended and how long after the mark.
+const HOLDER_SCRIPT = `
+const s = require('node:net').connect(Number(process.argv[2]), process.argv[1]);
+let echoed = 0, markedAt = 0;
+s.on('data', (d) => { echoed += (String(d).match(/tick/g) || []).length; });
+const iv = setInterval(() => s.write('tick\\n'), 50);
+process.stdin.once('data', () => { markedAt = Date.now(); });
+const done = (how) => {
+  clearInterval(iv);
+  console.log(JSON.stringify({ how, echoed, afterMarkMs: markedAt === 0 ? 0 : Date.now() - markedAt }));
+  process.exit(0);
+};
+s.on('error', (e) => done(e.code)); s.on('close', () => done('closed'));
+setTimeout(() => done('still open'), Number(process.argv[3]));
+`;
+
+export interface HeldConnection {
+  /** Marks the moment of the event the connection should react to (afterMarkMs counts from it). */
+  mark(): void;
+  /**
+   * How the connection ended: an error code, 'closed', or 'still open' after maxMs; the echoes it
+   * carried; and the ms from mark() to the end (0 if it ended before the mark).
+   */
+  readonly ended: Promise<{ how: string; echoed: number; afterMarkMs: number }>;
+}
+
+/** A long-lived echo connection from inside `from` to host:port (see HOLDER_SCRIPT). */
+export function holdConnection(from: NetnsHandle, host: string, port: number, maxMs: number): HeldConnection {
+  const child = from.spawn(NODE_BIN, ['-e', HOLDER_SCRIPT, host, String(port), String(maxMs)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const ended = new Promise<{ how: string; echoed: number; afterMarkMs: number }>((resolve) => {
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve(JSON.parse(out.trim()) as never);
+    });
+  });
+  return { mark: () => void child.stdin?.write('m\n'), ended };
+}

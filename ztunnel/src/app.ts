@@ -17,6 +17,9 @@ import { startAdminServers, type AdminServers } from './admin/servers.ts';
 import { Readiness } from './admin/readiness.ts';
 import { configForDump, type ZtunnelConfig } from './config/env.ts';
 import { watchStaticConfig, type StaticConfigWatcher } from './config/static-config.ts';
+import { Revocations, watchCrlFile } from './identity/revocation.ts';
+import type { WatchedFile } from '../../src/shared/watch-file.ts';
+import type { RevocationList } from '../../src/shared/identity/crl.ts';
 import type { WdsClient } from './xds/client.ts';
 import { InPodSocketFactory } from './inpod/socket-factory.ts';
 import { loadStaticWorkloads } from './inpod/static-workloads.ts';
@@ -65,6 +68,12 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
   const readiness = new Readiness();
   const stateReady = readiness.register('state manager');
   const proxiesReady = readiness.register('workload proxy manager');
+
+  // First, and before any proxy exists: a CRL that does not load stops the start with nothing
+  // else opened, and the first handshake already enforces the lists.
+  const revocations = new Revocations();
+  let crlWatcher: WatchedFile<RevocationList> | undefined;
+  if (cfg.crlPath !== undefined) crlWatcher = await watchCrlFile(cfg.crlPath, revocations, logger);
 
   let watcher: StaticConfigWatcher | undefined;
   if (cfg.localXdsPath !== undefined) {
@@ -132,6 +141,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
   const ctx: ProxyContext = {
     store,
     certs,
+    revocations,
     metrics,
     accessLog: new AccessLog(logger),
     authorized: new AuthorizedConnections(store),
@@ -177,6 +187,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
       logger.info({ scope: 'app', deadlineMs: cfg.drainDeadlineMs }, 'draining');
       readiness.markPending('shutdown');
       watcher?.close();
+      crlWatcher?.close();
       wds?.close();
       // Stop taking pods (without waiting for an Add being handled: the manager refuses it from
       // here on), then close every listener at once and drain.
@@ -196,6 +207,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
       configDump: () => ({
         ...store.snapshot(),
         workloadState: workloads.snapshot(),
+        certificates: certs.snapshot(),
         ...(wds && { wds: wds.status() }),
         ...(zds && { zds: zds.status() }),
         config: configForDump(cfg),

@@ -543,13 +543,16 @@ export class CertificateAuthority {
    * revoked. One CRL per signing CA: the root's revokes the intermediate when its serial is named,
    * the intermediate's (or the root's, without one) revokes every other serial. CRLs of other
    * issuers in `previousPem` (an old root's, a renewed intermediate's) are kept unchanged, so no
-   * revocation is ever lost. Each CRL's number is one above the last. Returns the PEM and the
-   * serials each CRL now lists.
+   * revocation is ever lost. Each CRL's number is one above the last. Returns the PEM, the
+   * serials each CRL now lists, and `uncovered` when some still-trusted certificates cannot be
+   * revoked here: those of the previous root during a rotation, whose key this CA does not keep.
+   * (Leaves of an intermediate this CA renewed are not covered either; they expire within their
+   * lifetime.)
    */
   async issueCrl(req: {
     revoke: readonly string[];
     previousPem?: string;
-  }): Promise<{ pem: string; crls: { issuer: string; serials: string[] }[] }> {
+  }): Promise<{ pem: string; crls: { issuer: string; serials: string[] }[]; uncovered?: string }> {
     const wanted = req.revoke.map((raw) => {
       const hex = raw.trim().toLowerCase().replace(/^0x/, '').replaceAll(':', '');
       if (!/^[0-9a-f]{1,42}$/.test(hex)) {
@@ -619,7 +622,14 @@ export class CertificateAuthority {
     for (const crl of previous?.crls ?? []) {
       if (!issuers.some((i) => ownedBy(crl, i))) out.push(derToPem(crl.der, 'X509 CRL'));
     }
-    return { pem: out.join(''), crls: summary };
+    // The keys of a previous root and its intermediate are not kept after activateNextRoot(), so
+    // their CRLs cannot be issued; say so rather than let the caller believe they were.
+    const uncovered =
+      this.rootRotationStep === 'old-root-trusted'
+        ? 'certificates issued before the last root activation (by the previous root or its intermediate) are not covered: ' +
+          'this CA no longer holds the previous signing keys. They stop being trusted at drop-old-root, and expire within their lifetime (24 h by default)'
+        : undefined;
+    return { pem: out.join(''), crls: summary, ...(uncovered !== undefined && { uncovered }) };
   }
 
   /**

@@ -9,6 +9,7 @@ import { createPrivateKey, createPublicKey } from 'node:crypto';
 export { BACKOFF_JITTER } from '../backoff.ts';
 import { jitteredBackoffMs } from '../backoff.ts';
 import { EventEmitter } from 'eventemitter3';
+import { errorMessage } from '../errors.ts';
 import { parseCertificate } from './certificate.ts';
 import { generateKeyAndCsr } from './csr.ts';
 import { bytesEqual } from './der.ts';
@@ -172,6 +173,17 @@ export interface CertificateManagerOptions {
   maxConcurrent?: number;
 }
 
+/** One identity's certificate as /config_dump shows it (upstream's `certificates` section). */
+export interface CertificateStatus {
+  readonly identity: string;
+  /** Available: a valid certificate is served. Initializing: the first one is being fetched. Unavailable: none is valid and the last fetch failed. */
+  readonly state: 'Available' | 'Initializing' | 'Unavailable';
+  /** Leaf first, then intermediates: what TLS presents (no roots). */
+  readonly certChain: readonly { serialNumber: string; validFrom: string; expirationTime: string }[];
+  /** The last fetch's failure, while one is unresolved. */
+  readonly error?: string;
+}
+
 interface CertificateManagerEvents {
   /** A new certificate was obtained for `id`. */
   updated: [id: string, cert: WorkloadCertificate];
@@ -254,6 +266,30 @@ export class CertificateManager extends EventEmitter<CertificateManagerEvents> {
   current(identity: string): WorkloadCertificate | undefined {
     const entry = this.#entries.get(identity);
     return entry ? this.#valid(entry) : undefined;
+  }
+
+  /** Every identity this manager holds or fetches, with its certificate chain (for /config_dump). */
+  snapshot(): CertificateStatus[] {
+    return [...this.#entries.values()].map((entry) => {
+      const cert = this.#valid(entry);
+      const error =
+        entry.failures > 0 && entry.lastError !== undefined ? errorMessage(entry.lastError) : undefined;
+      return {
+        identity: entry.identity,
+        state: cert !== undefined ? 'Available' : error !== undefined ? 'Unavailable' : 'Initializing',
+        certChain: (cert?.certChainPem ?? [])
+          .flatMap((pem) => pemCertificatesToDer(pem))
+          .map((der) => {
+            const c = parseCertificate(der);
+            return {
+              serialNumber: c.serial,
+              validFrom: c.notBefore.toISOString(),
+              expirationTime: c.notAfter.toISOString(),
+            };
+          }),
+        ...(error !== undefined && { error }),
+      };
+    });
   }
 
   /** Drops the identity: its certificate, timers and any queued request. */

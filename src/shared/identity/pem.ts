@@ -10,9 +10,13 @@ export interface PemBlock {
   readonly der: Uint8Array;
 }
 
-/** Every PEM block in `text`, in order. Text between blocks (comments) is ignored. */
+/**
+ * Every PEM block in `text`, in order. Text between blocks (comments) is ignored, but a BEGIN line
+ * without its END is an error: a file cut short must not load as the blocks before the cut.
+ */
 export function pemBlocks(text: string): PemBlock[] {
   const out: PemBlock[] = [];
+  const begins = text.match(/-----BEGIN [A-Z0-9 ]+-----/g)?.length ?? 0;
   for (const m of text.matchAll(BLOCK)) {
     const label = m[1] ?? '';
     const body = (m[2] ?? '').replace(/\s+/g, '');
@@ -23,6 +27,12 @@ export function pemBlocks(text: string): PemBlock[] {
       );
     }
     out.push({ label, der: new Uint8Array(Buffer.from(body, 'base64')) });
+  }
+  if (begins !== out.length) {
+    throw new IdentityError(
+      'ID_ERR_CERT_PARSE',
+      `a PEM block has a BEGIN line without its matching END line (${begins} BEGIN, ${out.length} complete); the file is truncated or two blocks are interleaved`,
+    );
   }
   return out;
 }

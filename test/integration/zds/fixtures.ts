@@ -6,6 +6,7 @@
 // host's own netns to code that writes sysctls into it), a logger that keeps its lines, and
 // helpers to count this process's open fds and to wait for a condition.
 import { AuthorizedConnections } from '../../../ztunnel/src/rbac/authorized-connections.ts';
+import { Revocations } from '../../../ztunnel/src/identity/revocation.ts';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -71,6 +72,7 @@ export async function testProxyContext(
     ca,
     store,
     certs,
+    revocations: new Revocations(),
     metrics: new ZtunnelMetrics(),
     accessLog: new AccessLog(logger),
     authorized: new AuthorizedConnections(store),

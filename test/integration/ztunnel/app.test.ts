@@ -7,6 +7,7 @@
 //   - readiness has one gate per condition: with the snapshot in and a pod pending, only the
 //     manager's gate (and WDS's) is pending, not the ZDS one;
 //   - /config_dump shows neither the bearer token nor XDS_HEADER_* values.
+import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import t from 'tap';
 import type { Test } from 'tap';
@@ -60,7 +61,11 @@ interface Rig {
   conn: ZdsConnection;
 }
 
-async function rig(t: Test, over: Partial<ZtunnelOptions> = {}): Promise<Rig> {
+async function rig(
+  t: Test,
+  over: Partial<ZtunnelOptions> = {},
+  env: Record<string, string> = {},
+): Promise<Rig> {
   const { dir, cleanup } = scratchDir();
   t.teardown(cleanup);
   const path = `${dir}/ztunnel.sock`;
@@ -84,6 +89,7 @@ async function rig(t: Test, over: Partial<ZtunnelOptions> = {}): Promise<Rig> {
     READINESS_PORT: '0',
     STATS_ADDRESS: '127.0.0.1',
     CONNECTION_TERMINATION_DEADLINE: String(DRAIN_MS / 1000),
+    ...env,
   });
   const zt = await startZtunnel(cfg, {
     logger: memoryLogger('silent').logger,
@@ -170,4 +176,30 @@ t.test('/config_dump shows neither the token nor XDS_HEADER_* values', async (t)
       ca: { token: { source: '(literal)' } },
     },
   });
+});
+
+t.test('CRL_PATH: ztunnel does not start without the revocation lists it was told to enforce', async (t) => {
+  const { dir, cleanup } = scratchDir();
+  t.teardown(cleanup);
+  const cases: [string, string | undefined, RegExp][] = [
+    ['missing', undefined, /CRL_PATH=.*: cannot read CRL file .*ENOENT/],
+    ['empty', '', /holds no PEM CRL .*ztunnel does not start without the revocation lists/],
+    ['truncated', '-----BEGIN X509 CRL-----\nMIIB\n', /BEGIN line without its matching END line/],
+    ['a certificate', ca.trustBundle.toPem(), /block #1 is "CERTIFICATE"; only X509 CRL blocks are allowed/],
+  ];
+  for (const [name, content, message] of cases) {
+    const path = `${dir}/${name}.pem`;
+    if (content !== undefined) writeFileSync(path, content);
+    await t.rejects(rig(t, {}, { CRL_PATH: path }), { code: 'ZT_ERR_CRL', message }, `${name}: refused`);
+  }
+  // A good file: it starts, and /config_dump shows where the lists come from.
+  const good = `${dir}/good.pem`;
+  writeFileSync(good, (await ca.issueCrl({ revoke: ['0a'] })).pem);
+  const { zt } = await rig(t, {}, { CRL_PATH: good });
+  const dump = (await (await fetch(`http://127.0.0.1:${zt.admin.admin.port}/config_dump`)).json()) as {
+    config: { crlPath?: string };
+    certificates: unknown[];
+  };
+  t.equal(dump.config.crlPath, good);
+  t.same(dump.certificates, [], 'no pod yet, no certificate');
 });

@@ -12,7 +12,7 @@ import {
   startMeshBed,
   type MeshBed,
 } from '../../helpers/mesh-bed.ts';
-import { NODE_BIN, startTcpServer, tcpRequest, type TcpReply } from '../../helpers/testbed-apps.ts';
+import { holdConnection, startTcpServer, tcpRequest, type TcpReply } from '../../helpers/testbed-apps.ts';
 
 /**
  * How soon the client's ztunnel must notice that its HBONE session died with the peer: from the
@@ -71,37 +71,14 @@ if (process.getuid?.() !== 0) {
 
       // A connection open at the moment of the kill: its proxy dies with it, so it must end (reset
       // or closed), not hang and not carry on outside the mesh.
-      const script = `
-      const s = require('node:net').connect(8080, process.argv[1]);
-      let echoed = 0, killedAt = 0;
-      s.on('data', (d) => { echoed += (String(d).match(/tick/g) || []).length; });
-      const iv = setInterval(() => s.write('tick\\n'), 50);
-      process.stdin.once('data', () => { killedAt = Date.now(); });
-      const done = (how) => {
-        clearInterval(iv);
-        console.log(JSON.stringify({ how, echoed, afterKillMs: killedAt === 0 ? 0 : Date.now() - killedAt }));
-        process.exit(0);
-      };
-      s.on('error', (e) => done(e.code)); s.on('close', () => done('closed'));
-      setTimeout(() => done('still open'), ${3 * NOTICED_MS});
-    `;
-      const holder = bed.pods.client!.spawn(NODE_BIN, ['-e', script, bed.pods.server!.ip], {
-        stdio: ['pipe', 'pipe', 'inherit'],
-      });
-      const lived = new Promise<{ how: string; echoed: number; afterKillMs: number }>((resolve) => {
-        let out = '';
-        holder.stdout!.on('data', (d: Buffer) => {
-          out += d.toString();
-          if (out.includes('\n')) resolve(JSON.parse(out.trim()) as never);
-        });
-      });
+      const holder = holdConnection(bed.pods.client!, bed.pods.server!.ip, 8080, 3 * NOTICED_MS);
       await new Promise((r) => setTimeout(r, 500));
 
       const zt = bed.ztunnels[1]!;
       zt.child.kill('SIGKILL');
       await zt.exited;
       const killedAt = Date.now();
-      holder.stdin!.write('k');
+      holder.mark();
 
       // The gap: every way in or out of the server pod fails without reaching an app. The
       // connections that hit the dead ztunnel's ports are refused at once (their listeners are
@@ -131,11 +108,11 @@ if (process.getuid?.() !== 0) {
       // The client's own ztunnel noticed at once that its HBONE session died with the peer (the
       // kill's FIN/RST), so the connection open at the kill was reset, and the pool holds no
       // dead session: the first attempt after the restart dials the new ztunnel.
-      const r = await lived;
+      const r = await holder.ended;
       t.not(r.how, 'still open', `the connection open at the kill ended: ${r.how}`);
       t.ok(
-        r.afterKillMs < NOTICED_MS,
-        `it ended ${r.afterKillMs > 0 ? `${r.afterKillMs} ms after the kill` : 'before the kill was announced'}`,
+        r.afterMarkMs < NOTICED_MS,
+        `it ended ${r.afterMarkMs > 0 ? `${r.afterMarkMs} ms after the kill` : 'before the kill was announced'}`,
       );
       t.ok(r.echoed > 0, `it carried ${r.echoed} echoes before the kill`);
       const after = await toServer![1]();

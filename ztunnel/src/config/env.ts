@@ -37,6 +37,12 @@ export interface ZtunnelConfig {
   readonly localXdsPath: string | undefined;
   /** Directory of the local CA used in static mode (LOCAL_CA_DIR); created if absent. */
   readonly localCaDir: string | undefined;
+  /**
+   * Certificate revocation lists (CRL_PATH; Istio's chart mounts /var/run/secrets/istio/crl/ca-crl.pem):
+   * peers whose path holds a revoked certificate are refused both ways, and live sessions torn
+   * down when the file changes (spec §4 "CRL").
+   */
+  readonly crlPath: string | undefined;
   /** Static list of in-pod workloads with their netns paths (INPOD_WORKLOADS): ZDS without an agent. */
   readonly inpodWorkloadsPath: string | undefined;
   /** The node agent's ZDS socket (INPOD_UDS); pods arrive over ZDS (spec §2.6). */
@@ -199,6 +205,7 @@ export function loadConfig(env: Env = process.env): ZtunnelConfig {
     network: str(env, 'NETWORK', ''),
     localXdsPath: opt(env, 'LOCAL_XDS_PATH'),
     localCaDir: opt(env, 'LOCAL_CA_DIR'),
+    crlPath: opt(env, 'CRL_PATH'),
     inpodWorkloadsPath: opt(env, 'INPOD_WORKLOADS'),
     inpodUds: opt(env, 'INPOD_UDS'),
     inpodUdsTrustedUids: uidList(env, 'INPOD_UDS_TRUSTED_UIDS'),

@@ -14,12 +14,10 @@
 // far more likely a truncated write than an intent to drop every policy).
 //
 // `watchStaticConfig` re-reads on change and keeps the last good config when a new one is bad.
-import { watch } from 'node:fs';
-import type { FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
 import { parseDocument } from 'yaml';
 import { MeshError, errorMessage } from '../../../src/shared/errors.ts';
+import { watchFile, type WatchedFile, type WatchFileOptions } from '../../../src/shared/watch-file.ts';
 import { parseCidrText } from '../rbac/cidr.ts';
 import {
   DNS_LABEL,
@@ -893,24 +891,13 @@ export async function loadStaticConfig(path: string): Promise<StateSnapshot> {
   return parseStaticConfig(text, path);
 }
 
-export interface StaticConfigWatcher {
-  /** Resolves once the initial load has been attempted (and reported). */
-  readonly ready: Promise<void>;
-  /** The last config that loaded successfully, if any. */
-  lastGood(): StateSnapshot | undefined;
-  close(): void;
-}
-
-export interface WatchOptions {
-  /** Quiet time after the last change event before re-reading; editors write in bursts. */
-  debounceMs?: number;
-}
+export type StaticConfigWatcher = WatchedFile<StateSnapshot>;
+export type WatchOptions = WatchFileOptions;
 
 /**
- * Loads `path` now and again whenever it changes. Each good load is passed to `onSnapshot`; a bad
- * one is passed to `onError` and the last good config stays in force (the caller simply does not
- * replace its state). The directory is watched, not the file, so editors' rename-into-place and
- * Kubernetes ConfigMap symlink swaps are seen; unchanged content is not re-reported.
+ * Loads `path` now and again whenever it changes (see watchFile). Each good load is passed to
+ * `onSnapshot`; a bad one is passed to `onError` and the last good config stays in force (the
+ * caller simply does not replace its state).
  */
 export function watchStaticConfig(
   path: string,
@@ -918,108 +905,15 @@ export function watchStaticConfig(
   onError: (err: Error) => void,
   options: WatchOptions = {},
 ): StaticConfigWatcher {
-  const debounceMs = options.debounceMs ?? 100;
-  let lastText: string | undefined;
-  let good: StateSnapshot | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  // Mutable flags shared by the closures below (an object, so control-flow narrowing in one
-  // closure does not assume another cannot change them).
-  const st = { running: false, again: false, closed: false };
-
-  // A function, because TypeScript would otherwise narrow `st.again` to the `false` assigned at
-  // the top of the loop and ignore that an event handler set it meanwhile.
-  const queued = (): boolean => st.again && !st.closed;
-
-  const report = (err: unknown): void => {
-    onError(err instanceof Error ? err : new Error(String(err)));
-  };
-
-  /** One read-validate-report pass; at most one runs at a time, later events queue one more. */
-  const reload = async (): Promise<void> => {
-    if (st.running) {
-      st.again = true;
-      return;
-    }
-    st.running = true;
-    try {
-      do {
-        st.again = false;
-        let text: string;
-        try {
-          text = await readFile(path, 'utf8');
-        } catch (err) {
-          // Often transient (the file is being replaced); the next event retries.
-          if (!st.closed) {
-            report(
-              new StaticConfigError(
-                'ZT_ERR_STATIC_CONFIG',
-                `cannot read static config ${path}: ${errorMessage(err)}; keeping the last good config`,
-                { cause: err },
-              ),
-            );
-          }
-          continue;
-        }
-        if (st.closed || text === lastText) continue;
-        lastText = text;
-        let snapshot: StateSnapshot;
-        try {
-          snapshot = parseStaticConfig(text, path);
-        } catch (err) {
-          report(err);
-          continue;
-        }
-        good = snapshot;
-        onSnapshot(snapshot);
-      } while (queued());
-    } finally {
-      st.running = false;
-    }
-  };
-
-  const schedule = (): void => {
-    if (st.closed) return;
-    if (timer !== undefined) clearTimeout(timer);
-    timer = setTimeout(() => {
-      timer = undefined;
-      reload().catch(report);
-    }, debounceMs);
-  };
-
-  let watcher: FSWatcher | undefined;
-  try {
-    watcher = watch(dirname(path), { persistent: false }, () => {
-      // Any entry in the directory may be the one that changed our file (ConfigMaps swap a
-      // `..data` symlink); the content comparison in reload() filters out the rest.
-      schedule();
-    });
-    watcher.on('error', (err) => {
-      report(
-        new StaticConfigError(
-          'ZT_ERR_STATIC_CONFIG',
-          `watching ${dirname(path)} for changes to ${basename(path)} failed: ${err.message}; restart ztunnel to pick up further changes`,
-          { cause: err },
-        ),
-      );
-    });
-  } catch (err) {
-    report(
-      new StaticConfigError(
-        'ZT_ERR_STATIC_CONFIG',
-        `cannot watch ${dirname(path)} for changes to ${basename(path)}: ${errorMessage(err)}`,
-        { cause: err },
-      ),
-    );
-  }
-
-  const ready = reload().catch(report);
-  return {
-    ready,
-    lastGood: () => good,
-    close: () => {
-      st.closed = true;
-      if (timer !== undefined) clearTimeout(timer);
-      watcher?.close();
+  return watchFile(
+    path,
+    {
+      what: 'static config',
+      parse: (text) => parseStaticConfig(text, path),
+      onValue: onSnapshot,
+      onError,
+      error: (message, cause) => new StaticConfigError('ZT_ERR_STATIC_CONFIG', message, { cause }),
     },
-  };
+    options,
+  );
 }

@@ -34,6 +34,7 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { HboneClient } from '../../../src/shared/hbone/client.ts';
 import { HboneServer } from '../../../src/shared/hbone/server.ts';
+import { HboneError } from '../../../src/shared/hbone/errors.ts';
 import { errorMessage } from '../../../src/shared/errors.ts';
 import type { WorkloadCertificate } from '../../../src/shared/identity/cert-manager.ts';
 import { PORTS } from '../ports.ts';
@@ -87,6 +88,23 @@ export class WorkloadProxy {
   readonly #onStoreChange = (): void => {
     this.#localValid = false;
   };
+  /** New CRLs: the sessions of peers they revoke are torn down, in both directions (B.31). */
+  readonly #onRevocationsChange = (): void => {
+    const closed = [...(this.#client?.revalidate() ?? []), ...(this.#server?.revalidate() ?? [])];
+    for (const c of closed) {
+      this.#ctx.logger.warn(
+        {
+          scope: 'crl',
+          pod: `${this.pod.namespace}/${this.pod.name}`,
+          peer: c.peer.id.uri,
+          remote: c.remote,
+          tunnels: c.streams,
+          err: c.error.message,
+        },
+        'closed the HBONE session of a revoked peer',
+      );
+    }
+  };
 
   constructor(
     ctx: ProxyContext,
@@ -114,6 +132,7 @@ export class WorkloadProxy {
   async start(): Promise<void> {
     const ctx = this.#ctx;
     ctx.store.on('changed', this.#onStoreChange);
+    ctx.revocations.on('changed', this.#onRevocationsChange);
     ctx.certs.prefetch(this.identity);
     // The current certificate, never an expired one: what each new TLS session presents.
     const certificate = (): WorkloadCertificate => {
@@ -128,6 +147,7 @@ export class WorkloadProxy {
     };
     this.#client = new HboneClient({
       certificate,
+      revocation: ctx.revocations.current,
       settings: ctx.hbone,
       dial: (peer) => this.#sockets.dial({ host: peer.host, port: peer.port }),
     });
@@ -135,10 +155,24 @@ export class WorkloadProxy {
     const inbound = new InboundHandler({ ctx, sockets: this.#sockets, localWorkload, track });
     this.#server = new HboneServer({
       certificate,
+      revocation: ctx.revocations.current,
       trustDomain: ctx.trustDomain,
       settings: ctx.hbone,
       onConnect: inbound.onConnect,
       onTunnelClosed: inbound.onTunnelClosed,
+    });
+    this.#server.on('peerRejected', (err, remoteAddress) => {
+      const revoked = err instanceof HboneError && err.code === 'HBONE_ERR_PEER_REVOKED';
+      if (revoked) ctx.metrics.crlRejections.inc({ reporter: 'destination' });
+      ctx.logger.warn(
+        {
+          scope: revoked ? 'crl' : 'proxy',
+          pod: `${this.pod.namespace}/${this.pod.name}`,
+          src: remoteAddress ?? 'unknown',
+          err: err.message,
+        },
+        'inbound HBONE client refused at the handshake',
+      );
     });
     const p = this.#ports;
     try {
@@ -215,6 +249,7 @@ export class WorkloadProxy {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#ctx.store.off('changed', this.#onStoreChange);
+    this.#ctx.revocations.off('changed', this.#onRevocationsChange);
     for (const l of this.#listeners) l.close();
     // Not yet handshaken: nothing of theirs was served, nothing to drain.
     for (const s of this.#awaitingCert) s.resetAndDestroy();

@@ -8,10 +8,13 @@ import type { StateStore } from '../state/store.ts';
 import type { ZtunnelMetrics } from '../telemetry/metrics.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
 import type { AuthorizedConnections } from '../rbac/authorized-connections.ts';
+import type { Revocations } from '../identity/revocation.ts';
 
 export interface ProxyContext {
   readonly store: StateStore;
   readonly certs: CertificateManager;
+  /** The CRLs in force (CRL_PATH), read at every HBONE handshake; empty without CRL_PATH. */
+  readonly revocations: Revocations;
   readonly metrics: ZtunnelMetrics;
   readonly accessLog: AccessLog;
   /** Inbound connections RBAC allowed, decided again when policies change (C.49). */

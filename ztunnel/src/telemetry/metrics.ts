@@ -141,6 +141,12 @@ export class ZtunnelMetrics {
   readonly pendingProxies: Gauge;
   readonly proxiesStarted: Counter;
   readonly proxiesStopped: Counter;
+  /**
+   * Connections refused because a certificate of the peer's path is revoked (spec §7.1):
+   * reporter=source when this ztunnel refused a destination (outbound, per connection),
+   * reporter=destination when it refused a client's handshake (inbound, per TLS session).
+   */
+  readonly crlRejections: Counter<'reporter'>;
 
   constructor(opts: { defaultMetrics?: boolean; version?: string } = {}) {
     const r = (this.registry = new Registry());
@@ -197,6 +203,11 @@ export class ZtunnelMetrics {
       name: 'workload_manager_proxies_stopped_total',
       help: 'The total number of proxies that were stopped',
     });
+    this.crlRejections = r.counter({
+      name: 'istio_crl_policy_rejections_total',
+      help: 'The total number of connections rejected because a certificate of the peer is revoked by a CRL',
+      labelNames: ['reporter'],
+    });
     // process_* gauges and counters, computed on scrape (no timers).
     if (opts.defaultMetrics === true) registerProcessMetrics(r);
   }
@@ -218,6 +229,7 @@ export class ZtunnelMetrics {
       this.#socketsOpen.addToSeries(sockets, -1);
       this.#closed.incSeries(final);
       if (FAILURE_FLAGS.has(result.flag)) this.#failed.incSeries(final);
+      if (result.flag === 'CERT_REVOKED') this.crlRejections.inc({ reporter: labels.reporter });
       // Istio's meaning, whichever side reports: "received" counts the request direction (client
       // to server) and "sent" the response direction. Upstream ztunnel gets there by flipping its
       // own sent/received for reporter=source (spec §7.1); we count in those terms directly.

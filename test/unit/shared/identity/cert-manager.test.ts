@@ -459,3 +459,50 @@ t.test('workloadCertificateFromChain validates the CA response', async (t) => {
   });
   t.equal(wc2.rootsPem.length, 2);
 });
+
+t.test(
+  'snapshot(): each identity with its state and chain serials, as /config_dump shows them',
+  async (t) => {
+    const ca = await newTestCa({ useIntermediate: true });
+    const { signer, failing } = caSigner(ca);
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const m = new CertificateManager({
+      signer: async (req) => {
+        if (req.identity === ID2) await held;
+        return signer(req);
+      },
+      random: () => 0.5,
+    });
+    t.teardown(() => m.close());
+    t.same(m.snapshot(), [], 'nothing before the first request');
+
+    const cert = await m.getCertificate(ID);
+    const second = m.getCertificate(ID2);
+    const snap = m.snapshot();
+    const mine = snap.find((s) => s.identity === ID);
+    t.equal(mine?.state, 'Available');
+    t.equal(mine?.certChain.length, 2, 'leaf and intermediate, no root');
+    const leafPem = cert.certChainPem[0]!;
+    const leafSerial = new (await import('node:crypto')).X509Certificate(leafPem).serialNumber.toLowerCase();
+    t.equal(
+      mine?.certChain[0]?.serialNumber.replace(/^00/, ''),
+      leafSerial.replace(/^00/, ''),
+      'the leaf serial',
+    );
+    t.equal(mine?.certChain[0]?.expirationTime, cert.notAfter.toISOString());
+    t.equal(snap.find((s) => s.identity === ID2)?.state, 'Initializing', 'the first fetch is in flight');
+    release();
+    await second;
+
+    failing.on = true;
+    m.forget(ID);
+    const failed = nextEvent(m, 'failed');
+    void m.getCertificate(ID).catch(() => undefined);
+    await failed;
+    const down = m.snapshot().find((s) => s.identity === ID);
+    t.equal(down?.state, 'Unavailable');
+    t.match(down?.error, /CA unavailable \(test\)/);
+    t.same(down?.certChain, []);
+  },
+);

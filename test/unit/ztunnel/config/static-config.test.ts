@@ -475,7 +475,7 @@ t.test('watchStaticConfig: reloads on change, keeps the last good config on erro
   // Deleting the file: an error, the last good config stays.
   await rm(file);
   await until(() => errs.length === 2, 'error for missing file');
-  t.match(errs[1]?.message, /cannot read static config .*keeping the last good config/);
+  t.match(errs[1]?.message, /cannot read static config .*keeping the last good static config/);
   t.equal(w.lastGood()?.workloads[0]?.addresses[0], '198.18.1.11');
 
   // After close, changes are ignored.

@@ -130,6 +130,8 @@ export async function startMeshBed(opts: {
   pods: MeshPodSpec[];
   config: ConfigBuilder;
   env?: Record<string, string>;
+  /** Extra environment for one node's ztunnel only (after `env`). */
+  nodeEnv?: (node: number) => Record<string, string>;
   trustDomain?: string;
   /**
    * The ztunnel entry script each node runs (default ZTUNNEL_MAIN, the .ts source run through
@@ -194,6 +196,7 @@ export async function startMeshBed(opts: {
           TERMINATION_GRACE_PERIOD_SECONDS: '3',
           ...(opts.crl === true && { CRL_PATH: crlPath }),
           ...opts.env,
+          ...opts.nodeEnv?.(node.index),
         },
         stdio: ['ignore', 'pipe', 'pipe'],
       });

@@ -18,6 +18,8 @@ import { Readiness } from './admin/readiness.ts';
 import { configForDump, type ZtunnelConfig } from './config/env.ts';
 import { watchStaticConfig, type StaticConfigWatcher } from './config/static-config.ts';
 import { Revocations, watchCrlFile } from './identity/revocation.ts';
+import { cgroupMemorySource, OverloadGuard, rssMemorySource, type MemorySource } from './proxy/overload.ts';
+import { readFileSync } from 'node:fs';
 import type { WatchedFile } from '../../src/shared/watch-file.ts';
 import type { RevocationList } from '../../src/shared/identity/crl.ts';
 import type { WdsClient } from './xds/client.ts';
@@ -138,10 +140,12 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
     closeSigner = () => client.close();
   } else signer = await localCaSigner(cfg);
   const certs = new CertificateManager({ signer, ttlSeconds: cfg.secretTtlSeconds });
+  const overload = startOverloadGuard(cfg, logger, metrics);
   const ctx: ProxyContext = {
     store,
     certs,
     revocations,
+    overload,
     metrics,
     accessLog: new AccessLog(logger),
     authorized: new AuthorizedConnections(store),
@@ -194,6 +198,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
       await zds?.close();
       await workloads.stopAll(cfg.drainDeadlineMs);
       ctx.authorized.stop();
+      overload.stop();
       certs.close();
       closeSigner?.();
       await admin.close();
@@ -208,6 +213,7 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
         ...store.snapshot(),
         workloadState: workloads.snapshot(),
         certificates: certs.snapshot(),
+        overload: overload.status(),
         ...(wds && { wds: wds.status() }),
         ...(zds && { zds: zds.status() }),
         config: configForDump(cfg),
@@ -255,4 +261,44 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
   }
   if (workloads.pendingCount === 0) proxiesReady();
   return { config: cfg, store, workloads, metrics, readiness, admin, logger, shutdown };
+}
+
+/** The memory the guard protects: OVERLOAD_MEMORY_LIMIT against RSS, else the container's cgroup limit. */
+function memorySource(cfg: ZtunnelConfig): MemorySource | undefined {
+  if (cfg.overload.memoryLimitBytes !== undefined) return rssMemorySource(cfg.overload.memoryLimitBytes);
+  try {
+    return cgroupMemorySource(readFileSync('/proc/self/cgroup', 'utf8'));
+  } catch {
+    return undefined; // not Linux, or no /proc: nothing to read a limit from
+  }
+}
+
+function startOverloadGuard(cfg: ZtunnelConfig, logger: Logger, metrics: ZtunnelMetrics): OverloadGuard {
+  const source = memorySource(cfg);
+  const guard = new OverloadGuard({ source, shedAt: cfg.overload.shedFraction });
+  const mb = (n: number | undefined): string => (n === undefined ? '?' : `${(n / 1e6).toFixed(1)} MB`);
+  guard.on('changed', (shedding, s) => {
+    metrics.overloadShedding.set(shedding ? 1 : 0);
+    const fields = { scope: 'overload', used: mb(s?.usedBytes), limit: mb(s?.limitBytes), source: s?.source };
+    if (shedding)
+      logger.warn(fields, 'memory near its limit: refusing new connections, keeping the open ones');
+    else logger.info(fields, 'memory pressure over: accepting new connections again');
+  });
+  guard.on('error', (err) =>
+    logger.error({ scope: 'overload', err: err.message }, 'cannot read memory use; not shedding'),
+  );
+  const first = source?.();
+  logger.info(
+    first === undefined
+      ? { scope: 'overload' }
+      : {
+          scope: 'overload',
+          limit: mb(first.limitBytes),
+          source: first.source,
+          shedAt: cfg.overload.shedFraction,
+        },
+    first === undefined ? 'no memory limit known: load shedding off' : 'load shedding armed',
+  );
+  guard.start();
+  return guard;
 }

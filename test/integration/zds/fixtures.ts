@@ -7,6 +7,7 @@
 // helpers to count this process's open fds and to wait for a condition.
 import { AuthorizedConnections } from '../../../ztunnel/src/rbac/authorized-connections.ts';
 import { Revocations } from '../../../ztunnel/src/identity/revocation.ts';
+import { OverloadGuard } from '../../../ztunnel/src/proxy/overload.ts';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -45,6 +46,8 @@ export interface TestProxyContextOptions {
   /** Awaited before each signature: a slow CA (resolve later) or a failing one (reject). */
   beforeSign?: (identity: string) => Promise<void>;
   certificateWaitMs?: number;
+  /** The memory guard (default: none known, never sheds). */
+  overload?: OverloadGuard;
 }
 
 /**
@@ -73,6 +76,7 @@ export async function testProxyContext(
     store,
     certs,
     revocations: new Revocations(),
+    overload: opts.overload ?? new OverloadGuard({ source: undefined }),
     metrics: new ZtunnelMetrics(),
     accessLog: new AccessLog(logger),
     authorized: new AuthorizedConnections(store),

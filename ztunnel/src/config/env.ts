@@ -45,6 +45,12 @@ export interface ZtunnelConfig {
   readonly crlPath: string | undefined;
   /** Static list of in-pod workloads with their netns paths (INPOD_WORKLOADS): ZDS without an agent. */
   readonly inpodWorkloadsPath: string | undefined;
+  /**
+   * Load shedding under memory pressure (checklist F.80; ztunnel/src/proxy/overload.ts): new
+   * connections are refused from OVERLOAD_SHED_FRACTION of the limit on. The limit is the
+   * container's cgroup limit, or OVERLOAD_MEMORY_LIMIT (against RSS) when given.
+   */
+  readonly overload: { readonly memoryLimitBytes: number | undefined; readonly shedFraction: number };
   /** The node agent's ZDS socket (INPOD_UDS); pods arrive over ZDS (spec §2.6). */
   readonly inpodUds: string | undefined;
   /**
@@ -114,6 +120,44 @@ function uidList(env: Env, name: string): readonly number[] | undefined {
     );
   }
   return Object.freeze(uids.map(Number));
+}
+
+const QUANTITY_UNITS: Readonly<Record<string, number>> = {
+  '': 1,
+  K: 1e3,
+  M: 1e6,
+  G: 1e9,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+};
+
+/** A byte count as Kubernetes writes memory quantities: 536870912, 512Mi, 1Gi, 500M. */
+function bytes(env: Env, name: string): number | undefined {
+  const v = opt(env, name);
+  if (v === undefined) return undefined;
+  const m = /^([0-9]+)(Ki|Mi|Gi|K|M|G)?$/.exec(v);
+  const n = m ? Number(m[1]) * (QUANTITY_UNITS[m[2] ?? ''] ?? 1) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new ConfigError(
+      'ZT_ERR_CONFIG',
+      `invalid env var ${name}=${v} (expected a positive byte count such as 536870912, 512Mi or 1Gi)`,
+    );
+  }
+  return n;
+}
+
+function fraction(env: Env, name: string, def: number): number {
+  const v = opt(env, name);
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!/^[0-9.]+$/.test(v) || !(n > 0.1 && n <= 1)) {
+    throw new ConfigError(
+      'ZT_ERR_CONFIG',
+      `invalid env var ${name}=${v} (expected a fraction in (0.1, 1], e.g. 0.9)`,
+    );
+  }
+  return n;
 }
 
 function req(n: number | undefined, name: string): number {
@@ -207,6 +251,10 @@ export function loadConfig(env: Env = process.env): ZtunnelConfig {
     localCaDir: opt(env, 'LOCAL_CA_DIR'),
     crlPath: opt(env, 'CRL_PATH'),
     inpodWorkloadsPath: opt(env, 'INPOD_WORKLOADS'),
+    overload: {
+      memoryLimitBytes: bytes(env, 'OVERLOAD_MEMORY_LIMIT'),
+      shedFraction: fraction(env, 'OVERLOAD_SHED_FRACTION', 0.9),
+    },
     inpodUds: opt(env, 'INPOD_UDS'),
     inpodUdsTrustedUids: uidList(env, 'INPOD_UDS_TRUSTED_UIDS'),
     wds: loadWdsConfig(env, { nodeName, clusterId, controlPlane }),

@@ -204,6 +204,7 @@ export class WorkloadProxy {
           what,
         );
       outbound.on('connection', (s: net.Socket) => {
+        if (this.#shed(s, 'outbound')) return;
         track(s);
         s.on('error', () => undefined);
         // A transparent proxy must not add Nagle delays the application did not ask for.
@@ -221,6 +222,7 @@ export class WorkloadProxy {
         ).catch(logError('outbound'));
       });
       plain.on('connection', (s: net.Socket) => {
+        if (this.#shed(s, 'inbound_plaintext')) return;
         track(s);
         s.on('error', () => undefined);
         s.setNoDelay(true);
@@ -230,6 +232,7 @@ export class WorkloadProxy {
       });
       const server = this.#server;
       hbone.on('connection', (s: net.Socket) => {
+        if (this.#shed(s, 'inbound')) return;
         if (ctx.certs.current(this.identity) !== undefined) server.handleSocket(s);
         else this.#handleHboneBeforeCertificate(server, s, logError('inbound HBONE'));
       });
@@ -238,6 +241,20 @@ export class WorkloadProxy {
       await this.stop(0);
       throw err;
     }
+  }
+
+  /**
+   * Under memory pressure (ctx.overload), refuses a just-accepted connection with a reset before
+   * any work is done for it: no TLS, no routing, no log line each (the guard logs the episode).
+   */
+  #shed(s: net.Socket, listener: 'outbound' | 'inbound' | 'inbound_plaintext'): boolean {
+    const ctx = this.#ctx;
+    if (!ctx.overload.shedding) return false;
+    ctx.overload.noteShed();
+    ctx.metrics.overloadShed.inc({ listener });
+    s.on('error', () => undefined);
+    s.resetAndDestroy();
+    return true;
   }
 
   /**

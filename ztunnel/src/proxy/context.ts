@@ -9,12 +9,15 @@ import type { ZtunnelMetrics } from '../telemetry/metrics.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
 import type { AuthorizedConnections } from '../rbac/authorized-connections.ts';
 import type { Revocations } from '../identity/revocation.ts';
+import type { OverloadGuard } from './overload.ts';
 
 export interface ProxyContext {
   readonly store: StateStore;
   readonly certs: CertificateManager;
   /** The CRLs in force (CRL_PATH), read at every HBONE handshake; empty without CRL_PATH. */
   readonly revocations: Revocations;
+  /** Memory pressure: while it sheds, new connections are refused (checklist F.80). */
+  readonly overload: OverloadGuard;
   readonly metrics: ZtunnelMetrics;
   readonly accessLog: AccessLog;
   /** Inbound connections RBAC allowed, decided again when policies change (C.49). */

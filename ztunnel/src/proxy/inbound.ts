@@ -75,6 +75,13 @@ export class InboundHandler {
       return { status, reason };
     };
 
+    // Memory pressure: a new tunnel on a session that already exists is refused as well (F.80).
+    if (ctx.overload.shedding) {
+      ctx.overload.noteShed();
+      ctx.metrics.overloadShed.inc({ listener: 'inbound' });
+      return refuse(503, 'ztunnel is refusing new connections: its memory use is near its limit');
+    }
+
     let authority;
     try {
       authority = parseAuthority(req.authority);

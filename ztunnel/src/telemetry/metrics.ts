@@ -147,6 +147,10 @@ export class ZtunnelMetrics {
    * reporter=destination when it refused a client's handshake (inbound, per TLS session).
    */
   readonly crlRejections: Counter<'reporter'>;
+  /** New connections refused under memory pressure, by the listener that took them (overload.ts). */
+  readonly overloadShed: Counter<'listener'>;
+  /** 1 while ztunnel sheds new connections under memory pressure. */
+  readonly overloadShedding: Gauge;
 
   constructor(opts: { defaultMetrics?: boolean; version?: string } = {}) {
     const r = (this.registry = new Registry());
@@ -207,6 +211,15 @@ export class ZtunnelMetrics {
       name: 'istio_crl_policy_rejections_total',
       help: 'The total number of connections rejected because a certificate of the peer is revoked by a CRL',
       labelNames: ['reporter'],
+    });
+    this.overloadShed = r.counter({
+      name: 'ztunnel_overload_shed_connections_total',
+      help: 'New connections refused because memory use is near its limit',
+      labelNames: ['listener'],
+    });
+    this.overloadShedding = r.gauge({
+      name: 'ztunnel_overload_shedding',
+      help: '1 while new connections are refused because memory use is near its limit',
     });
     // process_* gauges and counters, computed on scrape (no timers).
     if (opts.defaultMetrics === true) registerProcessMetrics(r);

@@ -20,6 +20,9 @@ import type { Test } from 'tap';
 import { HboneServer, connectUpstream } from '../../../../src/shared/hbone/server.ts';
 import { DefaultSocketFactory } from '../../../../ztunnel/src/inpod/socket-factory.ts';
 import { WorkloadProxy } from '../../../../ztunnel/src/inpod/workload-proxy.ts';
+import { OverloadGuard } from '../../../../ztunnel/src/proxy/overload.ts';
+import { HboneClient } from '../../../../src/shared/hbone/client.ts';
+import { HboneError } from '../../../../src/shared/hbone/errors.ts';
 import type { PodInfo } from '../../../../ztunnel/src/proxy/context.ts';
 import { newWorkload } from '../../../../ztunnel/src/state/types.ts';
 import { startEchoServer } from '../../../helpers/hbone.ts';
@@ -90,6 +93,7 @@ interface Rig {
   certs: Awaited<ReturnType<typeof testProxyContext>>['certs'];
   ca: Awaited<ReturnType<typeof testProxyContext>>['ca'];
   store: Awaited<ReturnType<typeof testProxyContext>>['store'];
+  metrics: Awaited<ReturnType<typeof testProxyContext>>['metrics'];
   /** The proxy's log lines (info and above). */
   lines: Record<string, unknown>[];
 }
@@ -98,10 +102,15 @@ async function rig(
   t: Test,
   signer: { beforeSign: () => Promise<void> },
   certificateWaitMs = 10_000,
+  overload?: OverloadGuard,
 ): Promise<Rig> {
   const host = `127.${randomInt(1, 255)}.${randomInt(0, 256)}.${randomInt(1, 255)}`;
   const { logger, lines } = memoryLogger('info');
-  const ctx = await testProxyContext(logger, { beforeSign: signer.beforeSign, certificateWaitMs });
+  const ctx = await testProxyContext(logger, {
+    beforeSign: signer.beforeSign,
+    certificateWaitMs,
+    ...(overload && { overload }),
+  });
   t.teardown(() => ctx.certs.close());
   ctx.store.upsertWorkload(
     newWorkload({
@@ -161,6 +170,7 @@ async function rig(
     certs: ctx.certs,
     ca: ctx.ca,
     store: ctx.store,
+    metrics: ctx.metrics,
     lines,
   };
 }
@@ -288,4 +298,80 @@ t.test('an outbound refusal is logged with the workload and identity that made i
     'src.identity': POD_ID,
     error: /waypoint .* is not known to this ztunnel yet/,
   });
+});
+
+t.test('under memory pressure new connections are refused and the open ones carry on (F.80)', async (t) => {
+  const memory = { used: 50 };
+  const guard = new OverloadGuard({
+    source: () => ({ usedBytes: memory.used, limitBytes: 100, source: 'test' }),
+    shedAt: 0.9,
+  });
+  const pressure = (used: number): void => {
+    memory.used = used;
+    guard.sample();
+  };
+  const signer = heldSigner();
+  signer.release('sign');
+  const r = await rig(t, signer, 10_000, guard);
+  const shed = (listener: string): number => r.metrics.overloadShed.get({ listener });
+
+  // A connection opened before the pressure, and an HBONE session into the pod.
+  const open = net.connect({ host: r.host, port: r.outboundPort });
+  t.teardown(() => open.destroy());
+  let echoed = '';
+  open.on('data', (d: Buffer) => (echoed += d.toString()));
+  open.write('before|');
+  await until(() => echoed === 'before|', 10_000, 'the first echo');
+  const client = await issueWorkloadCert(r.ca, CLIENT_ID);
+  const hbone = new HboneClient({ certificate: () => client });
+  t.teardown(() => hbone.close());
+  const connect = (): Promise<unknown> =>
+    hbone
+      .connect({
+        peer: { host: r.host, port: r.hbonePort },
+        authority: '10.0.0.1:8080',
+        expectedIdentities: [POD_ID],
+      })
+      .then(
+        () => 'opened',
+        (e: unknown) => e,
+      );
+  // Not shedding: the CONNECT is decided on its merits (the pod's app is not on loopback here).
+  await connect();
+  t.equal(hbone.stats().sessionsActive, 1, 'one HBONE session into the pod');
+  t.equal(shed('inbound'), 0);
+
+  pressure(95);
+  t.ok(guard.shedding, 'shedding at 95% of the limit');
+  const refused = appConnect(r.host, r.outboundPort, 'during');
+  t.equal((await refused.closed).error, 'ECONNRESET', 'a new outbound connection is reset');
+  t.equal(refused.received(), '');
+  t.equal(shed('outbound'), 1);
+  const onSession = await connect();
+  t.ok(
+    onSession instanceof HboneError && onSession.status === 503,
+    'a new tunnel on the open session gets 503',
+  );
+  t.equal(shed('inbound'), 1);
+  const raw = net.connect({ host: r.host, port: r.hbonePort });
+  const rawClosed = new Promise<string | undefined>((resolve) => {
+    let code: string | undefined;
+    raw.on('error', (e: NodeJS.ErrnoException) => (code = e.code));
+    raw.on('close', () => resolve(code));
+  });
+  raw.write('\x16\x03\x01'); // the start of a ClientHello: never answered
+  t.equal(await rawClosed, 'ECONNRESET', 'a new TCP connection to 15008 is reset before TLS');
+  t.equal(shed('inbound'), 2);
+
+  open.write('during|');
+  await until(() => echoed === 'before|during|', 5000, 'the open connection still echoing');
+  t.pass('the connection opened before the pressure carries on');
+
+  pressure(87);
+  t.ok(guard.shedding, 'still shedding above the resume mark (85%)');
+  pressure(60);
+  t.notOk(guard.shedding, 'shedding over');
+  const after = appConnect(r.host, r.outboundPort, 'after');
+  await until(() => after.received() === 'after', 10_000, 'a new connection through again');
+  t.equal(guard.status().shed, 3, 'three connections were shed');
 });

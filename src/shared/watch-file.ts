@@ -23,6 +23,8 @@ export interface WatchedFile<T> {
 export interface WatchFileOptions {
   /** Quiet time after the last change event before re-reading; editors write in bursts. */
   debounceMs?: number;
+  /** How often the file is re-read when the directory cannot be watched (default 1000 ms). */
+  pollMs?: number;
 }
 
 export interface WatchFileHandlers<T> {
@@ -114,26 +116,28 @@ export function watchFile<T>(
     }, debounceMs);
   };
 
+  // Without a watch (inotify limits, a filesystem that has none), the file is re-read on a timer:
+  // a change still arrives, a little later, instead of never.
+  const pollMs = options.pollMs ?? 1000;
+  let poll: NodeJS.Timeout | undefined;
+  const startPolling = (why: string, cause: unknown): void => {
+    report(handlers.error(`${why}; re-reading ${basename(path)} every ${pollMs} ms instead`, cause));
+    watcher?.close();
+    if (poll !== undefined || st.closed) return;
+    poll = setInterval(schedule, pollMs);
+    poll.unref();
+  };
   let watcher: FSWatcher | undefined;
   try {
     // Any entry in the directory may be the one that changed our file (ConfigMaps swap a
     // `..data` symlink); the content comparison in reload() filters out the rest.
     watcher = watch(dirname(path), { persistent: false }, schedule);
     watcher.on('error', (err) => {
-      report(
-        handlers.error(
-          `watching ${dirname(path)} for changes to ${basename(path)} failed: ${err.message}; restart to pick up further changes`,
-          err,
-        ),
-      );
+      startPolling(`watching ${dirname(path)} for changes to ${basename(path)} failed: ${err.message}`, err);
     });
   } catch (err) {
-    report(
-      handlers.error(
-        `cannot watch ${dirname(path)} for changes to ${basename(path)}: ${errorMessage(err)}`,
-        err,
-      ),
-    );
+    watcher = undefined;
+    startPolling(`cannot watch ${dirname(path)} for changes to ${basename(path)}: ${errorMessage(err)}`, err);
   }
 
   const ready = reload().catch(report);
@@ -143,6 +147,7 @@ export function watchFile<T>(
     close: () => {
       st.closed = true;
       if (timer !== undefined) clearTimeout(timer);
+      clearInterval(poll);
       watcher?.close();
     },
   };

@@ -191,12 +191,13 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
       logger.info({ scope: 'app', deadlineMs: cfg.drainDeadlineMs }, 'draining');
       readiness.markPending('shutdown');
       watcher?.close();
-      crlWatcher?.close();
       wds?.close();
       // Stop taking pods (without waiting for an Add being handled: the manager refuses it from
       // here on), then close every listener at once and drain.
       await zds?.close();
       await workloads.stopAll(cfg.drainDeadlineMs);
+      // After the drain: revocations keep cutting off draining tunnels until they are gone.
+      crlWatcher?.close();
       ctx.authorized.stop();
       overload.stop();
       certs.close();
@@ -267,7 +268,11 @@ export async function startZtunnel(cfg: ZtunnelConfig, opts: ZtunnelOptions = {}
 function memorySource(cfg: ZtunnelConfig): MemorySource | undefined {
   if (cfg.overload.memoryLimitBytes !== undefined) return rssMemorySource(cfg.overload.memoryLimitBytes);
   try {
-    return cgroupMemorySource(readFileSync('/proc/self/cgroup', 'utf8'));
+    return cgroupMemorySource(
+      readFileSync('/proc/self/cgroup', 'utf8'),
+      '/sys/fs/cgroup',
+      readFileSync('/proc/self/mountinfo', 'utf8'),
+    );
   } catch {
     return undefined; // not Linux, or no /proc: nothing to read a limit from
   }
@@ -287,7 +292,13 @@ function startOverloadGuard(cfg: ZtunnelConfig, logger: Logger, metrics: Ztunnel
   guard.on('error', (err) =>
     logger.error({ scope: 'overload', err: err.message }, 'cannot read memory use; not shedding'),
   );
-  const first = source?.();
+  let first;
+  try {
+    first = source?.();
+  } catch (err) {
+    // The sampler fails open (it stops shedding); so does the start.
+    logger.error({ scope: 'overload', err: errorMessage(err) }, 'cannot read memory use; not shedding');
+  }
   logger.info(
     first === undefined
       ? { scope: 'overload' }

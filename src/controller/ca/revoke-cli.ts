@@ -14,7 +14,7 @@
 // CA no longer holds that key; the command says so) and leaves of an intermediate the CA renewed
 // (at most one certificate lifetime old). They age out; drop-old-root ends the former at once.
 import { parseArgs } from 'node:util';
-import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CA_FILES, CertificateAuthority } from '../../shared/identity/ca.ts';
 import { errorMessage } from '../../shared/errors.ts';
@@ -68,6 +68,14 @@ export async function runCaRevoke(
     io.err(`ca-revoke: no CA in ${caDir} (${CA_FILES.rootCert} missing); check --ca-dir or CA_DIR\n`);
     return 1;
   }
+  // One run at a time: each reads the previous file and renames its own into place, so two at
+  // once would lose the first one's revocations.
+  const lock = `${outFile}.lock`;
+  const locked = takeLock(lock);
+  if (locked !== undefined) {
+    io.err(`ca-revoke: ${locked}\n`);
+    return 1;
+  }
   try {
     const ca = await CertificateAuthority.create({ trustDomain, dir: caDir });
     const previousPem = existsSync(outFile) ? readFileSync(outFile, 'utf8') : undefined;
@@ -92,5 +100,35 @@ export async function runCaRevoke(
   } catch (err) {
     io.err(`ca-revoke: ${errorMessage(err)}\n`);
     return err instanceof IdentityError && err.code === 'ID_ERR_CRL' ? 2 : 1;
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+/** Creates `lock` holding our pid; returns why not when another live run holds it. */
+function takeLock(lock: string): string | undefined {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(lock, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      return undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+        return `cannot create ${lock}: ${errorMessage(err)}`;
+    }
+    const pid = Number.parseInt(readFileSync(lock, 'utf8'), 10);
+    if (Number.isSafeInteger(pid) && pid > 0 && isAlive(pid)) {
+      return `another ca-revoke (pid ${pid}) is writing this CRL file; run again when it is done`;
+    }
+    rmSync(lock, { force: true }); // left by a run that died: take it over
+  }
+  return `cannot take ${lock}`;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -19,6 +19,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { WorkloadCertificate } from '../identity/cert-manager.ts';
+import type { ParsedCertificate } from '../identity/certificate.ts';
 import { peerChainDer, verifySvid, type VerifiedSvid } from '../identity/svid.ts';
 import { authorityToString, parseAuthority } from './authority.ts';
 import { HboneError, statusError } from './errors.ts';
@@ -94,6 +95,8 @@ interface PooledSession {
   readonly session: http2.ClientHttp2Session;
   readonly peer: VerifiedSvid;
   readonly certificate: WorkloadCertificate;
+  /** The roots the peer was verified against (for revalidate()). */
+  readonly anchors: readonly ParsedCertificate[];
   readonly peerLabel: string;
   active: number;
   usable: boolean;
@@ -296,7 +299,7 @@ export class HboneClient {
     const closed: RevokedSession[] = [];
     for (const ps of this.#all) {
       if (ps.session.destroyed) continue;
-      const revoked = revocationOf(ps.peer, revocation);
+      const revoked = revocationOf(ps.peer, revocation, ps.anchors);
       if (!revoked) continue;
       const error = new HboneError(
         'HBONE_ERR_PEER_REVOKED',
@@ -474,6 +477,7 @@ export class HboneClient {
       session,
       peer: verified,
       certificate: cert,
+      anchors: creds.bundle.anchors,
       peerLabel: label,
       active: 0,
       usable: true,

@@ -373,9 +373,11 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
   revalidate(): RevokedSession[] {
     const revocation = this.#opts.revocation?.();
     const closed: RevokedSession[] = [];
+    if (revocation === undefined || this.#sessions.size === 0) return closed;
+    const anchors = this.#prepareTls().bundle.anchors;
     for (const [session, info] of this.#sessions) {
       if (session.destroyed) continue;
-      const revoked = revocationOf(info.peer, revocation);
+      const revoked = revocationOf(info.peer, revocation, anchors);
       if (!revoked) continue;
       const remote = `${info.remoteAddress}:${info.remotePort}`;
       const streams = [...this.#streams].filter((st) => st.session === session).length;

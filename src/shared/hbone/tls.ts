@@ -13,6 +13,7 @@
 import { constants as cryptoConstants } from 'node:crypto';
 import tls from 'node:tls';
 import type { WorkloadCertificate } from '../identity/cert-manager.ts';
+import type { ParsedCertificate } from '../identity/certificate.ts';
 import type { RevocationList } from '../identity/crl.ts';
 import { IdentityError } from '../identity/errors.ts';
 import { pemCertificatesToDer } from '../identity/pem.ts';
@@ -113,9 +114,10 @@ export function peerCertificateError(err: unknown, message: string): HboneError 
 export function revocationOf(
   peer: VerifiedSvid,
   revocation: RevocationList | undefined,
+  anchors: readonly ParsedCertificate[],
 ): IdentityError | undefined {
   try {
-    checkRevocation(peer, revocation);
+    checkRevocation(peer, revocation, anchors);
     return undefined;
   } catch (err) {
     if (err instanceof IdentityError) return err;

@@ -25,6 +25,7 @@ import { bytesEqual } from './der.ts';
 import { IdentityError } from './errors.ts';
 import {
   GeneralNameTag,
+  KeyUsage,
   parseCertificate,
   parseGeneralNames,
   signedBy,
@@ -599,6 +600,19 @@ export class CertificateAuthority {
         const intermediateSerial = this.#intermediate && normalizeSerial(this.#intermediate.cert.serial);
         const target = serial === intermediateSerial ? this.#root : leafIssuer;
         if (target === issuer && !entries.has(serial)) entries.set(serial, thisUpdate);
+      }
+      // RFC 5280 §6.3.3 (f): a CRL counts only if its issuer may sign CRLs. A plugged-in CA
+      // certificate without cRLSign would get CRLs every verifier ignores: say so instead.
+      const ku = issuer.cert.keyUsage;
+      if (ku !== undefined && (ku & KeyUsage.cRLSign) === 0) {
+        const role = issuer === this.#root ? 'root' : 'intermediate';
+        if (entries.size > 0) {
+          throw new IdentityError(
+            'ID_ERR_CRL',
+            `the CA's ${role} certificate (serial ${issuer.cert.serial}) has a keyUsage without cRLSign, so every verifier (ztunnel, OpenSSL) ignores the CRLs it signs: reissue it with cRLSign to revoke what it issued`,
+          );
+        }
+        continue; // nothing to revoke there, and nothing it could say
       }
       const extensions: x509.Extension[] = [
         new x509.Extension('2.5.29.20', false, derInteger(lastNumber + 1n)),

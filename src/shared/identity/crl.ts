@@ -375,6 +375,22 @@ export class RevocationList {
   }
 
   /**
+   * The intermediates revoked by the trust anchors themselves: entries of CRLs that one of
+   * `anchors` issued and signed. When a path cannot be built here (the TLS server does not see
+   * the client's intermediate), a leaf could chain through one of these without any CRL naming
+   * the leaf; verifySvid then refuses rather than take OpenSSL's word for the path.
+   */
+  anchorRevocations(anchors: readonly ParsedCertificate[]): number {
+    let n = 0;
+    for (const crl of this.crls) {
+      if (crl.revoked.size === 0) continue;
+      const byAnchor = anchors.some((a) => bytesEqual(crl.issuerDer, a.subjectDer) && crlSignedBy(crl, a));
+      if (byAnchor) n += crl.revoked.size;
+    }
+    return n;
+  }
+
+  /**
    * Checks every certificate of a verified path below its anchor: `path` is [leaf, intermediates…,
    * anchor] when `complete`, or [leaf] alone when the issuer was not at hand.
    */

@@ -129,7 +129,7 @@ export function verifySvidSync(
     const leafProblem = validatePath([leaf], now);
     if (leafProblem) throw leafProblem;
     path = [leaf];
-    checkRevocation({ path, pathFromTls: true }, opts.revocation);
+    checkRevocation({ path, pathFromTls: true }, opts.revocation, bundle.anchors);
   } else {
     path = built;
   }
@@ -164,9 +164,23 @@ export function verifySvidSync(
 export function checkRevocation(
   verified: Pick<VerifiedSvid, 'path' | 'pathFromTls'>,
   revocation: RevocationList | undefined,
+  anchors: readonly ParsedCertificate[],
 ): void {
-  const r = revocation?.check(verified.path, !verified.pathFromTls);
+  if (!revocation) return;
+  const r = revocation.check(verified.path, !verified.pathFromTls);
   if (r) throw revokedError(r, verified.path.length);
+  // A path OpenSSL built but we could not (the client's intermediate is hidden from a TLS
+  // server) may run through an intermediate a root revoked: no CRL names the leaf then, and we
+  // cannot see which intermediate it was. While any root revokes an intermediate, such a path
+  // is refused (fail closed); paths through intermediates we hold are checked as usual.
+  const revokedByRoots = verified.pathFromTls ? revocation.anchorRevocations(anchors) : 0;
+  if (revokedByRoots > 0) {
+    const leaf = verified.path[0];
+    throw new IdentityError(
+      'ID_ERR_REVOKED',
+      `the peer leaf certificate (serial ${leaf?.serial ?? '?'}) was issued by an intermediate this side does not hold ("${leaf ? describeName(leaf.issuerDer) : '?'}"), and a root's CRL revokes ${revokedByRoots} intermediate certificate(s): it cannot be shown not to be one of them, so it is refused`,
+    );
+  }
 }
 
 /** Leaf-only rules: X509-SVID §4.1 (basic constraints), §4.3 (key usage), §2 (one URI SAN). */

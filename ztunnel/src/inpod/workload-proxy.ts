@@ -266,7 +266,6 @@ export class WorkloadProxy {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#ctx.store.off('changed', this.#onStoreChange);
-    this.#ctx.revocations.off('changed', this.#onRevocationsChange);
     for (const l of this.#listeners) l.close();
     // Not yet handshaken: nothing of theirs was served, nothing to drain.
     for (const s of this.#awaitingCert) s.resetAndDestroy();
@@ -292,6 +291,8 @@ export class WorkloadProxy {
     for (const s of this.#open) s.destroy();
     this.#open.clear();
     if (this.#client) await this.#client.close();
+    // Only now: a peer revoked while its tunnels drained is still cut off (B.31).
+    this.#ctx.revocations.off('changed', this.#onRevocationsChange);
   }
 
   /**

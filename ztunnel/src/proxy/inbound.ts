@@ -76,10 +76,11 @@ export class InboundHandler {
     };
 
     // Memory pressure: a new tunnel on a session that already exists is refused as well (F.80).
+    // No access-log line or traffic series each: shedding must cost next to nothing (decision 24).
     if (ctx.overload.shedding) {
       ctx.overload.noteShed();
       ctx.metrics.overloadShed.inc({ listener: 'inbound' });
-      return refuse(503, 'ztunnel is refusing new connections: its memory use is near its limit');
+      return { status: 503, reason: 'ztunnel is refusing new connections: its memory use is near its limit' };
     }
 
     let authority;

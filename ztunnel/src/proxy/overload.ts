@@ -46,19 +46,75 @@ function statValue(statText: string, key: string): number {
   return m ? Number(m[1]) : 0;
 }
 
+interface CgroupMount {
+  /** The path inside the hierarchy that is mounted (a container sees its own cgroup as "/"). */
+  readonly root: string;
+  readonly mountPoint: string;
+}
+
+/**
+ * Where the memory hierarchy is mounted, from /proc/self/mountinfo's text: the cgroup2 mount
+ * (v2), or the cgroup mount whose super options include `memory` (v1). Lines are
+ * `id parent dev root mountpoint options [tags…] - fstype source superoptions`.
+ */
+export function cgroupMounts(mountinfo: string): {
+  v1: CgroupMount | undefined;
+  v2: CgroupMount | undefined;
+} {
+  let v1: CgroupMount | undefined;
+  let v2: CgroupMount | undefined;
+  for (const line of mountinfo.split('\n')) {
+    const [before, after] = line.split(' - ');
+    if (before === undefined || after === undefined) continue;
+    const f = before.split(' ');
+    const [fstype, , superOptions] = after.split(' ');
+    const mount = { root: unescapeMount(f[3] ?? '/'), mountPoint: unescapeMount(f[4] ?? '') };
+    if (fstype === 'cgroup2') v2 ??= mount;
+    else if (fstype === 'cgroup' && (superOptions ?? '').split(',').includes('memory')) v1 ??= mount;
+  }
+  return { v1, v2 };
+}
+
+/** mountinfo escapes space, tab, newline and backslash as octal (\040 …). */
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+}
+
+/** The directory of cgroup `path` under `mount`, or under `fallbackRoot` when the mount is unknown. */
+function cgroupDir(path: string, mount: CgroupMount | undefined, fallbackRoot: string): string {
+  if (!mount) return join(fallbackRoot, path);
+  // Without a cgroup namespace a container's /proc/self/cgroup shows the host's path while its
+  // mount's root is that same path: strip it, or the files are looked for where they are not.
+  const rel =
+    mount.root === '/'
+      ? path
+      : path === mount.root
+        ? '/'
+        : path.startsWith(`${mount.root}/`)
+          ? path.slice(mount.root.length)
+          : path;
+  return join(mount.mountPoint, rel);
+}
+
 /**
  * The memory cgroup of this process (from `procCgroup`, /proc/self/cgroup's text) as a
- * MemorySource, or undefined when it has no memory limit. `root` is the cgroup mount point.
- * v2: the `0::<path>` line; v1: the line whose controllers include `memory`.
+ * MemorySource, or undefined when it has no memory limit. `mountinfo` (/proc/self/mountinfo)
+ * says where the hierarchy is mounted; without it, `root` is taken as the cgroup mount point
+ * (`root/memory` for v1). v2: the `0::<path>` line; v1: the line whose controllers include `memory`.
  */
-export function cgroupMemorySource(procCgroup: string, root = '/sys/fs/cgroup'): MemorySource | undefined {
+export function cgroupMemorySource(
+  procCgroup: string,
+  root = '/sys/fs/cgroup',
+  mountinfo?: string,
+): MemorySource | undefined {
+  const mounts = mountinfo === undefined ? { v1: undefined, v2: undefined } : cgroupMounts(mountinfo);
   const lines = procCgroup.split('\n').filter((l) => l !== '');
   const v1 = lines
     .map((l) => l.split(':'))
     .find((p) => p.length >= 3 && (p[1] ?? '').split(',').includes('memory'));
   let files: { usage: string; limit: string; stat: string; inactive: string; version: string } | undefined;
   if (v1) {
-    const dir = join(root, 'memory', p3(v1));
+    const dir = cgroupDir(p3(v1), mounts.v1, join(root, 'memory'));
     files = {
       usage: join(dir, 'memory.usage_in_bytes'),
       limit: join(dir, 'memory.limit_in_bytes'),
@@ -69,7 +125,7 @@ export function cgroupMemorySource(procCgroup: string, root = '/sys/fs/cgroup'):
   } else {
     const v2 = lines.map((l) => l.split(':')).find((p) => p[0] === '0' && p[1] === '');
     if (v2) {
-      const dir = join(root, p3(v2));
+      const dir = cgroupDir(p3(v2), mounts.v2, root);
       files = {
         usage: join(dir, 'memory.current'),
         limit: join(dir, 'memory.max'),

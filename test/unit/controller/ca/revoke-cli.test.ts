@@ -134,3 +134,20 @@ t.test('during a root rotation it says which certificates its CRLs cannot cover'
   t.equal(active.status, 0, active.err);
   t.match(active.err, /note: certificates issued before the last root activation .* are not covered/);
 });
+
+t.test('one run at a time: a live run holds the lock, a dead one does not', async (t) => {
+  const dir = join(t.testdir(), 'ca');
+  await CertificateAuthority.create({ trustDomain: 'cluster.local', dir });
+  const lock = join(dir, `${CA_FILES.crl}.lock`);
+  // A live process (this one's parent test runner is alive: use our own pid's parent).
+  writeFileSync(lock, `${process.ppid}\n`);
+  const busy = await run(['--ca-dir', dir, '--serial', '0a']);
+  t.equal(busy.status, 1);
+  t.match(busy.err, new RegExp(`another ca-revoke \\(pid ${process.ppid}\\) is writing this CRL file`));
+  t.notOk(existsSync(join(dir, CA_FILES.crl)), 'nothing written');
+  // A pid that no longer runs: the lock is stale and taken over.
+  writeFileSync(lock, '2147483646\n');
+  const ok = await run(['--ca-dir', dir, '--serial', '0a']);
+  t.equal(ok.status, 0, ok.err);
+  t.notOk(existsSync(lock), 'the lock is released');
+});

@@ -35,6 +35,7 @@ import {
   newTestCa,
   pemToDerList,
   presentedChainDer,
+  x509,
 } from '../../../helpers/pki.ts';
 
 const TD = 'cluster.local';
@@ -234,8 +235,18 @@ t.test('pathVerifiedByTls fallback: the leaf alone is still checked against its 
   // The intermediates at hand are other ones (e.g. the other CA's): still the fallback.
   t.equal(outcome(leafOnly(a), { ...opts, intermediates: [material(otherCa).int.der] }), 'ID_ERR_REVOKED');
   t.equal(outcome(leafOnly(b), { ...opts, intermediates: [material(otherCa).int.der] }), 'accepted');
-  // Documented limit: without the intermediate, its revocation cannot be seen.
-  t.equal(outcome(leafOnly(b), { revocation: revokesInt, pathVerifiedByTls: true }), 'accepted');
+  // Without the intermediate, its revocation cannot be seen: while a root revokes any
+  // intermediate, a leaf-only path is refused (fail closed) ...
+  t.match(
+    thrown(() => verifySvidSync(leafOnly(b), bundle, { revocation: revokesInt, pathVerifiedByTls: true })),
+    { code: 'ID_ERR_REVOKED', message: /issued by an intermediate this side does not hold/ },
+  );
+  // ... while a path through an intermediate at hand is checked as usual.
+  t.equal(
+    outcome(presentedChainDer(b), { revocation: revokesA, pathVerifiedByTls: true }),
+    'accepted',
+    'an unrevoked leaf through a known intermediate',
+  );
 });
 
 t.test('checkRevocation re-checks a verified result when the list changes', async (t) => {
@@ -245,21 +256,33 @@ t.test('checkRevocation re-checks a verified result when the list changes', asyn
     ['complete path', full],
     ['leaf-only path', tlsOnly],
   ] as [string, VerifiedSvid][]) {
-    t.doesNotThrow(() => checkRevocation(v, undefined), `${name}: no list`);
-    t.doesNotThrow(() => checkRevocation(v, nothing), `${name}: empty list`);
-    const e = thrown(() => checkRevocation(v, revokesA));
+    t.doesNotThrow(() => checkRevocation(v, undefined, bundle.anchors), `${name}: no list`);
+    t.doesNotThrow(() => checkRevocation(v, nothing, bundle.anchors), `${name}: empty list`);
+    const e = thrown(() => checkRevocation(v, revokesA, bundle.anchors));
     t.equal(e.code, 'ID_ERR_REVOKED', `${name}: revoked after the fact`);
     t.match(e.message, `serial ${leafOf(a).serial}`, name);
   }
   t.equal(
-    thrown(() => checkRevocation(full, revokesInt)).code,
+    thrown(() => checkRevocation(full, revokesInt, bundle.anchors)).code,
     'ID_ERR_REVOKED',
     'intermediate revoked later',
   );
-  t.match(thrown(() => checkRevocation(full, revokesInt)).message, /intermediate certificate #1/);
-  t.doesNotThrow(() => checkRevocation(tlsOnly, revokesInt), 'leaf-only: the intermediate is unknown');
+  t.match(
+    thrown(() => checkRevocation(full, revokesInt, bundle.anchors)).message,
+    /intermediate certificate #1/,
+  );
+  // Leaf-only: the intermediate is hidden, and a root revokes an intermediate: refused (it could
+  // be that one; a server cannot tell).
+  t.match(
+    thrown(() => checkRevocation(tlsOnly, revokesInt, bundle.anchors)),
+    {
+      code: 'ID_ERR_REVOKED',
+      message: /issued by an intermediate this side does not hold .* a root's CRL revokes 1 intermediate/,
+    },
+    'leaf-only: fail closed while a root revokes an intermediate',
+  );
   // A plain { path, pathFromTls } is enough (what a live session keeps).
-  t.throws(() => checkRevocation({ path: full.path, pathFromTls: false }, revokesA), {
+  t.throws(() => checkRevocation({ path: full.path, pathFromTls: false }, revokesA, bundle.anchors), {
     code: 'ID_ERR_REVOKED',
   });
 });
@@ -528,4 +551,40 @@ t.test('issueCrl output verifies with openssl verify -crl_check_all', async (t) 
   ] as const) {
     t.equal(outcome(presentedChainDer(w), { revocation: RevocationList.fromPem(pem) }), want);
   }
+});
+
+t.test('issueCrl refuses to sign with a CA certificate whose keyUsage lacks cRLSign', async (t) => {
+  // Plugged-in CA material (cacerts) whose intermediate may sign certificates but not CRLs.
+  const year = new Date(Date.now() + 365 * 24 * 3600 * 1000);
+  const pluggedRoot = await mintCert({ ca: true, subject: `O=${TD}`, notAfter: year });
+  const pluggedInt = await mintCert({
+    ca: true,
+    subject: `O=${TD}, CN=no crl`,
+    issuer: pluggedRoot,
+    keyUsage: x509.KeyUsageFlags.keyCertSign,
+    notAfter: year,
+  });
+  const plugged = await newTestCa({
+    trustDomain: TD,
+    keyMaterial: {
+      rootCertPem: pluggedRoot.certPem,
+      rootKeyPem: pluggedRoot.privateKeyPem,
+      intermediateCertPem: pluggedInt.certPem,
+      intermediateKeyPem: pluggedInt.privateKeyPem,
+    },
+  });
+  const w = await issueWorkloadCert(plugged, ID);
+  const err = await plugged.issueCrl({ revoke: [leafOf(w).serial] }).catch((e: unknown) => e);
+  t.match(err, { code: 'ID_ERR_CRL', message: /intermediate certificate .* keyUsage without cRLSign/ });
+  // Nothing to revoke there: the root's CRL alone is written, and the intermediate still revocable through it.
+  const rootOnly = await plugged.issueCrl({ revoke: [parseCertificate(pluggedInt.der).serial] });
+  t.same(
+    rootOnly.crls.map((c) => c.issuer),
+    ['root'],
+  );
+  t.equal(
+    outcome(presentedChainDer(w), { revocation: RevocationList.fromPem(rootOnly.pem) }, plugged.trustBundle),
+    'ID_ERR_REVOKED',
+    'the intermediate revoked by the root',
+  );
 });

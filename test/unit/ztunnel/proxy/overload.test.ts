@@ -154,3 +154,43 @@ t.test('OVERLOAD_MEMORY_LIMIT and OVERLOAD_SHED_FRACTION', async (t) => {
     t.throws(() => loadConfig({ ...base, OVERLOAD_SHED_FRACTION: v }), { code: 'ZT_ERR_CONFIG' }, v);
   }
 });
+
+t.test('inside a container: the mount root from mountinfo is stripped from the cgroup path', async (t) => {
+  const root = t.testdir();
+  const cid = '/kubepods/burstable/pod-3/abc';
+  // v1 without a cgroup namespace: /proc/self/cgroup shows the host's path, and the container's
+  // memory mount is that very cgroup.
+  files(root, 'sys/fs/cgroup/memory', {
+    'memory.limit_in_bytes': '100000000\n',
+    'memory.usage_in_bytes': '50000000\n',
+    'memory.stat': 'total_inactive_file 0\n',
+  });
+  const mountinfoV1 =
+    `25 20 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n` +
+    `30 25 0:27 ${cid} ${root}/sys/fs/cgroup/memory ro,nosuid,nodev,noexec,relatime master:12 - cgroup cgroup rw,memory\n` +
+    `31 25 0:28 ${cid} ${root}/sys/fs/cgroup/cpu,cpuacct ro - cgroup cgroup rw,cpu,cpuacct\n`;
+  const v1 = cgroupMemorySource(`9:memory:${cid}\n`, '/nonexistent', mountinfoV1);
+  t.same(v1?.(), { usedBytes: 50_000_000, limitBytes: 100_000_000, source: 'cgroup v1 working set' });
+  t.equal(
+    cgroupMemorySource(`9:memory:${cid}\n`, '/nonexistent'),
+    undefined,
+    'joining the host path misses the files',
+  );
+
+  // v2 with a cgroup namespace: "0::/" and the container's cgroup mounted at /sys/fs/cgroup.
+  files(root, 'v2', {
+    'memory.max': '200000000\n',
+    'memory.current': '20000000\n',
+    'memory.stat': 'inactive_file 10000000\n',
+  });
+  const mountinfoV2 = `40 30 0:30 / ${root}/v2 rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n`;
+  t.equal(cgroupMemorySource('0::/\n', '/nonexistent', mountinfoV2)?.()?.usedBytes, 10_000_000);
+  // An escaped space in a mount point (mountinfo writes it as \040).
+  files(root, 'with space', {
+    'memory.max': '300\n',
+    'memory.current': '3\n',
+    'memory.stat': '',
+  });
+  const escaped = `41 30 0:31 / ${root.replaceAll(' ', '\\040')}/with\\040space rw - cgroup2 cgroup2 rw\n`;
+  t.equal(cgroupMemorySource('0::/\n', '/nonexistent', escaped)?.()?.limitBytes, 300);
+});

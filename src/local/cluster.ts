@@ -316,9 +316,11 @@ export async function upLocalCluster(opts: UpOptions): Promise<LocalCluster> {
 
   const startController = async (): Promise<void> => {
     const log = logOf('controller.log');
+    // split().length counts lines + 1, and daemon() creates the file: 1 means none yet. (0 here
+    // made the wait return at once, before the controller had even created its CA.)
     const beforeStart = existsSync(log)
       ? readFileSync(log, 'utf8').split('serving WDS and the CA').length
-      : 0;
+      : 1;
     const pid = daemon(
       testbed.fabric.netnsName,
       NODE_BIN,

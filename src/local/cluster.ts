@@ -124,8 +124,11 @@ export interface LocalCluster {
   startController(): Promise<void>;
   /** Merges labels into a running pod's live object (null removes a label). */
   labelPod(ref: string, labels: Readonly<Record<string, string | null>>): Promise<void>;
-  /** Runs one more pod on node index `node` (its uid from metadata.uid, else a new one). */
-  createPod(pod: V1Pod, node: number): Promise<LocalPod>;
+  /**
+   * Runs one more pod on node index `node` (its uid from metadata.uid, else a new one); `ip` asks
+   * the node's IPAM for that address (host-local's CNI_ARGS IP), e.g. to reuse a deleted pod's.
+   */
+  createPod(pod: V1Pod, node: number, opts?: { ip?: string }): Promise<LocalPod>;
   /** Deletes a pod: its processes, its live object, its sandbox (CNI DEL). */
   deletePod(ref: string): Promise<void>;
   /** Everything down: processes, namespaces, state directory. */
@@ -443,7 +446,7 @@ export async function upLocalCluster(opts: UpOptions): Promise<LocalCluster> {
    * chain (our plugin included: the ADD fails if the pod cannot be enrolled), the live object's
    * status, then the containers' commands inside the pod's netns.
    */
-  const runPod = async (pod: V1Pod, node: number, uid: string): Promise<LocalPod> => {
+  const runPod = async (pod: V1Pod, node: number, uid: string, ip?: string): Promise<LocalPod> => {
     const n = nodes[node] ?? fail(`no node ${node}`);
     const ns = pod.metadata?.namespace ?? 'default';
     const podName = pod.metadata?.name ?? '';
@@ -463,7 +466,7 @@ export async function upLocalCluster(opts: UpOptions): Promise<LocalCluster> {
         name: `${ns}-${podName}`,
         namespace: ns,
         uid,
-        cniArgs: { K8S_POD_NAME: podName },
+        cniArgs: { K8S_POD_NAME: podName, ...(ip !== undefined && { IP: ip }) },
       });
     } catch (e) {
       rmSync(livePath, { force: true });
@@ -544,13 +547,13 @@ export async function upLocalCluster(opts: UpOptions): Promise<LocalCluster> {
       const [ns = '', podName = ''] = ref.split('/');
       await patchLivePod(join(stateDir, 'live'), ns, podName, 'labels', labels);
     },
-    createPod: async (pod, node) => {
+    createPod: async (pod, node, opts = {}) => {
       const ns = pod.metadata?.namespace ?? 'default';
       const podName = pod.metadata?.name ?? '';
       if (record.pods.some((p) => p.namespace === ns && p.name === podName))
         fail(`pod ${ns}/${podName} exists`);
       const uid = pod.metadata?.uid ?? randomUUID();
-      return runPod(pod, node, uid);
+      return runPod(pod, node, uid, opts.ip);
     },
     deletePod: async (ref) => {
       const p = cluster.pod(ref);

@@ -24,6 +24,8 @@ import { derToPem, pemCertificatesToDer } from '../../src/shared/identity/pem.ts
 import { TrustBundle } from '../../src/shared/identity/trust-bundle.ts';
 import { x509 } from '../../src/shared/identity/x509.ts';
 
+import { IdentityError } from '../../src/shared/identity/errors.ts';
+
 export { x509 };
 
 /** A CertificateAuthority for tests; trust domain defaults to cluster.local. */
@@ -348,4 +350,15 @@ export async function mintCrl(opts: MintCrlOptions): Promise<MintedCrl> {
   });
   const der = new Uint8Array(crl.rawData);
   return { der, pem: derToPem(der, 'X509 CRL') };
+}
+
+/** The IdentityError `fn` throws; fails the test when it throws something else or nothing. */
+export function thrownIdentityError(fn: () => unknown): IdentityError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof IdentityError) return err;
+    throw err;
+  }
+  throw new Error('expected an IdentityError, nothing was thrown');
 }

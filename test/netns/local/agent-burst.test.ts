@@ -11,7 +11,6 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import type { V1Pod } from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import {
@@ -20,6 +19,7 @@ import {
   type LocalCluster,
   type LocalPod,
 } from '../../../src/local/cluster.ts';
+import { waitFor } from '../../helpers/wait.ts';
 
 const ROOT = join(import.meta.dirname, '../../..');
 const MESH_APP = join(ROOT, 'src/local/bin/mesh-app');
@@ -64,19 +64,6 @@ const podSpec = (i: number): V1Pod => ({
   spec: { containers: [{ name: 'app', command: ['mesh-app', 'serve', '8080'] }] },
 });
 
-async function until(
-  what: string,
-  cond: () => boolean | Promise<boolean>,
-  timeoutMs = 30_000,
-): Promise<void> {
-  const start = performance.now();
-  while (performance.now() - start < timeoutMs) {
-    if (await cond()) return;
-    await delay(50);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
 t.test(
   'D.60: agent SIGKILLed during a burst of creates: every pod starts enrolled or not at all',
   { timeout: 300_000 },
@@ -94,10 +81,11 @@ t.test(
     // ... then the burst, and the kill while its ADDs are in flight: once its first sandboxes
     // exist (the runtime creates the netns before it runs the CNI chain).
     const creates = Array.from({ length: BURST - EARLY }, (_, k) => create(EARLY + k));
-    await until(
-      'the burst under way',
+    await waitFor(
       () => c.testbed.namespaces().filter((n) => /-p-demo-burst-/.test(n)).length >= EARLY + 2,
+      'the burst under way',
       60_000,
+      50,
     );
     await c.stop('agent', 'node-1', 'kill');
     await Promise.all(creates);
@@ -120,14 +108,19 @@ t.test(
 
     for (let i = 0; i < BURST; i++) {
       const pod = results[i] as LocalPod;
-      await until(`burst-${i} marked enrolled`, () => {
-        const live = parse(
-          readFileSync(join(c.record.stateDir, `live/pods/demo.burst-${i}.yaml`), 'utf8'),
-        ) as {
-          metadata: { annotations?: Record<string, string> };
-        };
-        return live.metadata.annotations?.['ambient.istio.io/redirection'] === 'enabled';
-      });
+      await waitFor(
+        () => {
+          const live = parse(
+            readFileSync(join(c.record.stateDir, `live/pods/demo.burst-${i}.yaml`), 'utf8'),
+          ) as {
+            metadata: { annotations?: Record<string, string> };
+          };
+          return live.metadata.annotations?.['ambient.istio.io/redirection'] === 'enabled';
+        },
+        `burst-${i} marked enrolled`,
+        30_000,
+        50,
+      );
       const handle = c.testbed.pods.find((p) => p.netnsName === pod.netnsName);
       const rules = await handle!.exec('iptables-save', ['-t', 'nat'], { timeoutMs: 10_000 });
       t.match(rules.stdout, /-j REDIRECT --to-ports 15001/, `burst-${i}: its in-pod rules are in place`);

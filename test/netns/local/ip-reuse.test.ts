@@ -15,10 +15,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import type { V1Pod } from '@kubernetes/client-node';
 import { downLocalCluster, upLocalCluster, type LocalCluster } from '../../../src/local/cluster.ts';
 import { connectInNetns } from '../../../src/local/netns-net.ts';
+import { waitFor } from '../../helpers/wait.ts';
 
 const ROOT = join(import.meta.dirname, '../../..');
 const MESH_APP = join(ROOT, 'src/local/bin/mesh-app');
@@ -60,15 +60,6 @@ t.teardown(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const start = performance.now();
-  while (performance.now() - start < timeoutMs) {
-    if (await cond()) return;
-    await delay(100);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
 t.test(
   'B.37: a reused pod IP never gets the old pod identity or its traffic',
   { timeout: 300_000 },
@@ -88,7 +79,7 @@ t.test(
     // A client that never talked to X: no pooled HBONE session to X's old address.
     const other = callFrom('demo/other');
     const x = c.pod('demo/x');
-    await until('the client to reach x', async () => (await call(x.ip)).startsWith('x '));
+    await waitFor(async () => (await call(x.ip)).startsWith('x '), 'the client to reach x', 30_000, 100);
 
     // A connection open to X when it goes away.
     const held = connectInNetns(c.pod('demo/client').netnsPath, x.ip, 8080);
@@ -102,7 +93,7 @@ t.test(
       held.on('close', () => resolve('closed'));
     });
     held.write('hello\n');
-    await until('the held connection to echo', () => Promise.resolve(received.includes('hello')));
+    await waitFor(() => received.includes('hello'), 'the held connection to echo', 30_000, 100);
 
     await c.stopController();
     await c.deletePod('demo/x');
@@ -149,8 +140,13 @@ t.test(
     t.equal(received, afterHeld, 'nothing more arrived on the old connection');
 
     await c.startController();
-    await until('the other client to reach Y as Y', async () => (await other(x.ip)).startsWith('y '), 30_000);
-    await until('the client to reach Y as Y', async () => (await call(x.ip)).startsWith('y '), 60_000);
+    await waitFor(
+      async () => (await other(x.ip)).startsWith('y '),
+      'the other client to reach Y as Y',
+      30_000,
+      100,
+    );
+    await waitFor(async () => (await call(x.ip)).startsWith('y '), 'the client to reach Y as Y', 60_000, 100);
     t.pass('once the control plane caught up, the IP is Y, for both clients');
   },
 );

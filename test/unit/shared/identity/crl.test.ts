@@ -21,7 +21,7 @@ import { children, readOnly, TAG, type Tlv } from '../../../../src/shared/identi
 import { IdentityError } from '../../../../src/shared/identity/errors.ts';
 import { derToPem } from '../../../../src/shared/identity/pem.ts';
 import { generateP256KeyPair } from '../../../../src/shared/identity/csr.ts';
-import { mintCert, mintCrl, x509, type MintedCert } from '../../../helpers/pki.ts';
+import { mintCert, mintCrl, thrownIdentityError, x509, type MintedCert } from '../../../helpers/pki.ts';
 
 const TD = 'cluster.local';
 const ID = `spiffe://${TD}/ns/a/sa/b`;
@@ -87,16 +87,7 @@ function replaceAll(der: Uint8Array, from: Uint8Array, to: Uint8Array, max = Inf
   return new Uint8Array(out);
 }
 
-/** The IdentityError `fn` throws; fails the test if it throws something else or nothing. */
-function thrown(fn: () => unknown): IdentityError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof IdentityError) return err;
-    throw err;
-  }
-  throw new Error('expected an IdentityError, nothing was thrown');
-}
+const thrown = thrownIdentityError;
 
 /** A signing key pair of any WebCrypto algorithm (RSA, Ed25519) for issuers and forgeries. */
 async function keyPair(

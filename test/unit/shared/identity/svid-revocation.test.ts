@@ -36,6 +36,7 @@ import {
   pemToDerList,
   presentedChainDer,
   x509,
+  thrownIdentityError,
 } from '../../../helpers/pki.ts';
 
 const TD = 'cluster.local';
@@ -64,16 +65,7 @@ const b = await issueWorkloadCert(ca, `spiffe://${TD}/ns/b/sa/b`);
 const c = await issueWorkloadCert(ca, `spiffe://${TD}/ns/c/sa/c`);
 const foreign = await issueWorkloadCert(otherCa, ID);
 
-/** The IdentityError `fn` throws (fails the test when nothing or something else is thrown). */
-function thrown(fn: () => unknown): IdentityError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof IdentityError) return err;
-    throw err;
-  }
-  throw new Error('expected an IdentityError, nothing was thrown');
-}
+const thrown = thrownIdentityError;
 
 function outcome(chain: readonly Uint8Array[], opts: VerifySvidOptions, tb: TrustBundle = bundle): string {
   try {

@@ -122,12 +122,13 @@ export async function tcpRequest(
 }
 
 // Connect, then write `tick\n` every 50 ms and count the echoes, until the connection ends (or
-// `maxMs` passes: "still open"). One line on stdin marks the moment the test acts (a kill, a
-// revocation); the final JSON line says how the connection ended and how long after the mark.
+// `maxMs` passes: "still open"). It prints `up` at the first echo. One line on stdin marks the
+// moment the test acts (a kill, a revocation); the final JSON line says how the connection ended
+// and how long after the mark.
 const HOLDER_SCRIPT = `
 const s = require('node:net').connect(Number(process.argv[2]), process.argv[1]);
 let echoed = 0, markedAt = 0;
-s.on('data', (d) => { echoed += (String(d).match(/tick/g) || []).length; });
+s.on('data', (d) => { const n = (String(d).match(/tick/g) || []).length; if (echoed === 0 && n > 0) console.log('up'); echoed += n; });
 const iv = setInterval(() => s.write('tick\\n'), 50);
 process.stdin.once('data', () => { markedAt = Date.now(); });
 const done = (how) => {
@@ -140,6 +141,8 @@ setTimeout(() => done('still open'), Number(process.argv[3]));
 `;
 
 export interface HeldConnection {
+  /** Resolves at the first echo: the connection is through (act on it only then). */
+  readonly established: Promise<void>;
   /** Marks the moment of the event the connection should react to (afterMarkMs counts from it). */
   mark(): void;
   /**
@@ -154,12 +157,22 @@ export function holdConnection(from: NetnsHandle, host: string, port: number, ma
   const child = from.spawn(NODE_BIN, ['-e', HOLDER_SCRIPT, host, String(port), String(maxMs)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
+  let up: () => void = () => undefined;
+  const established = new Promise<void>((resolve) => (up = resolve));
   const ended = new Promise<{ how: string; echoed: number; afterMarkMs: number }>((resolve) => {
     let out = '';
     child.stdout?.on('data', (d: Buffer) => {
       out += d.toString();
-      if (out.includes('\n')) resolve(JSON.parse(out.trim()) as never);
+      for (let nl = out.indexOf('\n'); nl >= 0; nl = out.indexOf('\n')) {
+        const line = out.slice(0, nl).trim();
+        out = out.slice(nl + 1);
+        if (line === 'up') up();
+        else if (line.startsWith('{')) {
+          up(); // an end before any echo must not leave a waiter hanging
+          resolve(JSON.parse(line) as never);
+        }
+      }
     });
   });
-  return { mark: () => void child.stdin?.write('m\n'), ended };
+  return { established, mark: () => void child.stdin?.write('m\n'), ended };
 }

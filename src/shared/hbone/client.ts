@@ -98,6 +98,8 @@ interface PooledSession {
   /** The roots the peer was verified against (for revalidate()). */
   readonly anchors: readonly ParsedCertificate[];
   readonly peerLabel: string;
+  /** The address dialled (retire() decides by it). */
+  readonly peerHost: string;
   active: number;
   usable: boolean;
   /** GOAWAY received: its error code and last stream id (streams above it were not processed). */
@@ -316,6 +318,26 @@ export class HboneClient {
     return closed;
   }
 
+  /**
+   * Stops handing out the pooled sessions whose peer address `keep` rejects (its workload left
+   * the mesh state) and closes them gracefully: open tunnels finish, new ones get a new session.
+   * A session to a deleted pod usually died with its netns without a FIN; without this, new
+   * tunnels to its address (reused by another pod, or back after a restart) would be put on the
+   * dead session and wait for the keepalive (up to 30 s). Returns how many were retired.
+   */
+  retire(keep: (peerHost: string) => boolean): number {
+    let n = 0;
+    for (const ps of this.#all) {
+      if (!ps.usable || keep(ps.peerHost)) continue;
+      ps.usable = false;
+      if (ps.idleTimer) clearTimeout(ps.idleTimer);
+      this.#forget(ps);
+      if (!ps.session.closed) ps.session.close();
+      n++;
+    }
+    return n;
+  }
+
   // ---- pool ----
 
   #capacity(ps: PooledSession): number {
@@ -479,6 +501,7 @@ export class HboneClient {
       certificate: cert,
       anchors: creds.bundle.anchors,
       peerLabel: label,
+      peerHost: peer.host,
       active: 0,
       usable: true,
       goawayCode: undefined,

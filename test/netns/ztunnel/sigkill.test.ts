@@ -72,7 +72,7 @@ if (process.getuid?.() !== 0) {
       // A connection open at the moment of the kill: its proxy dies with it, so it must end (reset
       // or closed), not hang and not carry on outside the mesh.
       const holder = holdConnection(bed.pods.client!, bed.pods.server!.ip, 8080, 3 * NOTICED_MS);
-      await new Promise((r) => setTimeout(r, 500));
+      await holder.established;
 
       const zt = bed.ztunnels[1]!;
       zt.child.kill('SIGKILL');

@@ -87,6 +87,9 @@ export class WorkloadProxy {
   #stopped = false;
   readonly #onStoreChange = (): void => {
     this.#localValid = false;
+    // Sessions to addresses no workload holds any more are not handed out again (HboneClient.retire).
+    const { store, network } = this.#ctx;
+    this.#client?.retire((host) => store.workloadByIp(network, host) !== undefined);
   };
   /** New CRLs: the sessions of peers they revoke are torn down, in both directions (B.31). */
   readonly #onRevocationsChange = (): void => {

@@ -375,3 +375,22 @@ t.test('under memory pressure new connections are refused and the open ones carr
   await until(() => after.received() === 'after', 10_000, 'a new connection through again');
   t.equal(guard.status().shed, 3, 'three connections were shed');
 });
+
+t.test('a destination that leaves the state: its pooled session is not used again', async (t) => {
+  const signer = heldSigner();
+  signer.release('sign');
+  const r = await rig(t, signer);
+  const once = async (data: string): Promise<void> => {
+    const app = appConnect(r.host, r.outboundPort, data);
+    await until(() => app.received() === data, 10_000, `the echo of ${data}`);
+  };
+  await once('first');
+  await once('second');
+  t.equal(r.peerTls(), 1, 'one pooled session for both');
+  // The destination pod goes away (WDS removes it) and an address like it comes back: the
+  // session to the old one must not carry new tunnels (it may have died without a word).
+  r.store.removeWorkload(serverWorkload(r.host).uid);
+  r.store.upsertWorkload(serverWorkload(r.host));
+  await once('third');
+  t.equal(r.peerTls(), 2, 'a new session for the address that came back');
+});

@@ -420,6 +420,36 @@ t.test('pool: idle sessions are released after poolIdleReleaseMs, busy ones are 
   t.equal(pair.client.stats().sessionsOpened, 3, 'after release a new session is opened');
 });
 
+t.test('pool: retire() takes sessions to departed peers out of the pool; their tunnels finish', async (t) => {
+  const pair = await startHbonePair();
+  t.teardown(() => pair.close());
+  const auth = `127.0.0.1:${echo.port}`;
+  const open = await pair.connect(auth);
+  t.equal(
+    pair.client.retire(() => true),
+    0,
+    'every peer still known: nothing retired',
+  );
+  t.equal(
+    pair.client.retire((host) => host !== pair.peer.host),
+    1,
+    'the departed peer',
+  );
+  t.equal(
+    pair.client.retire(() => false),
+    0,
+    'a retired session is not retired twice',
+  );
+  // The open tunnel carries on: a graceful close.
+  open.stream.write('still\n');
+  const [d] = (await once(open.stream, 'data')) as [Buffer];
+  t.equal(d.toString(), 'still\n', 'the open tunnel carries on');
+  await finish(await pair.connect(auth));
+  t.equal(pair.client.stats().sessionsOpened, 2, 'a new tunnel gets a new session');
+  await finish(open);
+  t.ok(await eventually(() => pair.client.stats().sessionsActive === 1, 2000), 'the retired session closed');
+});
+
 t.test('keepalive: a peer that stops answering PINGs is dropped', async (t) => {
   const ca = await newTestCa();
   const serverCert = await issueWorkloadCert(ca, TEST_SERVER_ID);

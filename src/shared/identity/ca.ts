@@ -573,6 +573,7 @@ export class CertificateAuthority {
       bytesEqual(crl.issuerDer, issuer.cert.subjectDer) && crlSignedBy(crl, issuer.cert);
     const leafIssuer = this.#intermediate ?? this.#root;
     const rootSerial = normalizeSerial(this.#root.cert.serial);
+    const intermediateSerial = this.#intermediate && normalizeSerial(this.#intermediate.cert.serial);
     for (const serial of wanted) {
       if (serial === rootSerial) {
         throw new IdentityError(
@@ -597,7 +598,6 @@ export class CertificateAuthority {
         }
       }
       for (const serial of wanted) {
-        const intermediateSerial = this.#intermediate && normalizeSerial(this.#intermediate.cert.serial);
         const target = serial === intermediateSerial ? this.#root : leafIssuer;
         if (target === issuer && !entries.has(serial)) entries.set(serial, thisUpdate);
       }

@@ -265,6 +265,29 @@ export function parseAuthorityKeyId(value: Uint8Array): string | undefined {
   return undefined;
 }
 
+/**
+ * An Extensions SEQUENCE (RFC 5280 §4.1, §5.1) by OID: certificates' and CRLs'. Each OID at most
+ * once (§4.2: without this, a second SAN extension could smuggle in a second identity); an
+ * explicit critical FALSE is tolerated. Throws DerError; `what` names the field in messages.
+ */
+export function parseExtensions(seq: Tlv, what: string, allowEmpty = false): Map<string, CertExtension> {
+  const out = new Map<string, CertExtension>();
+  const exts = children(expectTag(seq, TAG.SEQUENCE, what).value);
+  if (exts.length === 0 && !allowEmpty) throw new DerError(`${what} must not be empty`);
+  for (const ext of exts) {
+    const parts = children(expectTag(ext, TAG.SEQUENCE, 'Extension').value);
+    const oid = decodeOid(expectTag(parts[0], TAG.OID, 'extnID').value);
+    let j = 1;
+    let critical = false;
+    if (parts[j]?.tag === TAG.BOOLEAN) critical = decodeBoolean(parts[j++] as Tlv);
+    const value = expectTag(parts[j++], TAG.OCTET_STRING, 'extnValue').value;
+    if (j !== parts.length) throw new DerError(`extension ${oid} has extra elements`);
+    if (out.has(oid)) throw new DerError(`extension ${oid} appears more than once in ${what}`);
+    out.set(oid, { critical, value });
+  }
+  return out;
+}
+
 /** Parses a DER certificate. Throws IdentityError ID_ERR_CERT_PARSE on any structural problem. */
 export function parseCertificate(der: Uint8Array): ParsedCertificate {
   try {
@@ -316,26 +339,11 @@ function parseCertificateUnchecked(der: Uint8Array): ParsedCertificate {
   const extensions = new Map<string, CertExtension>();
   if (fields[i]?.tag === contextTag(3, true)) {
     if (version !== 2) throw new DerError('extensions are only allowed in v3 certificates');
-    const extSeq = readOnly((fields[i] as Tlv).value, TAG.SEQUENCE, 'Extensions');
-    const exts = children(extSeq.value);
-    if (exts.length === 0) throw new DerError('Extensions must not be empty');
-    for (const ext of exts) {
-      expectTag(ext, TAG.SEQUENCE, 'Extension');
-      const parts = children(ext.value);
-      const oid = decodeOid(expectTag(parts[0], TAG.OID, 'extnID').value);
-      let critical = false;
-      let j = 1;
-      if (parts[j]?.tag === TAG.BOOLEAN) {
-        // As above: an explicit FALSE is tolerated.
-        critical = decodeBoolean(parts[j] as Tlv);
-        j++;
-      }
-      const value = expectTag(parts[j++], TAG.OCTET_STRING, 'extnValue').value;
-      if (j !== parts.length) throw new DerError(`extension ${oid} has extra elements`);
-      // RFC 5280 §4.2: a certificate MUST NOT include more than one instance of an extension.
-      // Without this, a second SAN extension could smuggle in a second identity.
-      if (extensions.has(oid)) throw new DerError(`extension ${oid} appears more than once`);
-      extensions.set(oid, { critical, value });
+    for (const [oid, ext] of parseExtensions(
+      readOnly((fields[i] as Tlv).value, TAG.SEQUENCE, 'Extensions'),
+      'Extensions',
+    )) {
+      extensions.set(oid, ext);
     }
     i++;
   }

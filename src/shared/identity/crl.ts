@@ -23,7 +23,6 @@ import { verify as cryptoVerify } from 'node:crypto';
 import {
   children,
   contextTag,
-  decodeBoolean,
   decodeOid,
   DerError,
   expectTag,
@@ -39,6 +38,7 @@ import {
   describeName,
   KeyUsage,
   parseAuthorityKeyId,
+  parseExtensions,
   publicKeyOf,
   type ParsedCertificate,
 } from './certificate.ts';
@@ -98,29 +98,6 @@ export function normalizeSerial(hex: string): string {
   let h = hex.toLowerCase();
   while (h.length > 2 && h.startsWith('00')) h = h.slice(2);
   return h;
-}
-
-interface Extension {
-  readonly critical: boolean;
-  readonly value: Uint8Array;
-}
-
-function parseExtensions(seq: Tlv, what: string, allowEmpty = false): Map<string, Extension> {
-  const out = new Map<string, Extension>();
-  const exts = children(expectTag(seq, TAG.SEQUENCE, what).value);
-  if (exts.length === 0 && !allowEmpty) throw new DerError(`${what} must not be empty`);
-  for (const ext of exts) {
-    const parts = children(expectTag(ext, TAG.SEQUENCE, 'Extension').value);
-    const oid = decodeOid(expectTag(parts[0], TAG.OID, 'extnID').value);
-    let j = 1;
-    let critical = false;
-    if (parts[j]?.tag === TAG.BOOLEAN) critical = decodeBoolean(parts[j++] as Tlv);
-    const value = expectTag(parts[j++], TAG.OCTET_STRING, 'extnValue').value;
-    if (j !== parts.length) throw new DerError(`extension ${oid} has extra elements`);
-    if (out.has(oid)) throw new DerError(`extension ${oid} appears more than once in ${what}`);
-    out.set(oid, { critical, value });
-  }
-  return out;
 }
 
 function isTime(tlv: Tlv | undefined): boolean {

@@ -75,15 +75,7 @@ export function spawnIn(
   return spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
 }
 
-/** Whether a pid is still alive (signal 0 probe). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { isAlive } from '../shared/process.ts';
 
 /** SIGKILL a child we started and wait (bounded) until it has exited. */
 export async function killAndWait(child: ChildProcess, timeoutMs = 5_000): Promise<void> {

@@ -292,24 +292,14 @@ function startOverloadGuard(cfg: ZtunnelConfig, logger: Logger, metrics: Ztunnel
   guard.on('error', (err) =>
     logger.error({ scope: 'overload', err: err.message }, 'cannot read memory use; not shedding'),
   );
-  let first;
-  try {
-    first = source?.();
-  } catch (err) {
-    // The sampler fails open (it stops shedding); so does the start.
-    logger.error({ scope: 'overload', err: errorMessage(err) }, 'cannot read memory use; not shedding');
-  }
-  logger.info(
-    first === undefined
-      ? { scope: 'overload' }
-      : {
-          scope: 'overload',
-          limit: mb(first.limitBytes),
-          source: first.source,
-          shedAt: cfg.overload.shedFraction,
-        },
-    first === undefined ? 'no memory limit known: load shedding off' : 'load shedding armed',
-  );
+  // start() takes the first sample (a failing source is reported on 'error' and sheds nothing).
   guard.start();
+  const first = guard.status();
+  logger.info(
+    first.limitBytes === undefined
+      ? { scope: 'overload' }
+      : { scope: 'overload', limit: mb(first.limitBytes), source: first.source, shedAt: first.shedAt },
+    first.limitBytes === undefined ? 'no memory limit known: load shedding off' : 'load shedding armed',
+  );
   return guard;
 }

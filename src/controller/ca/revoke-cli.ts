@@ -20,6 +20,7 @@ import { CA_FILES, CertificateAuthority } from '../../shared/identity/ca.ts';
 import { errorMessage } from '../../shared/errors.ts';
 import { DEFAULT_CA_DIR } from '../config.ts';
 import { IdentityError } from '../../shared/identity/errors.ts';
+import { isAlive } from '../../shared/process.ts';
 
 const USAGE =
   'usage: controller ca-revoke [--serial <hex>]... [--ca-dir <dir>] [--out <file>] [--trust-domain <td>]';
@@ -122,13 +123,4 @@ function takeLock(lock: string): string | undefined {
     rmSync(lock, { force: true }); // left by a run that died: take it over
   }
   return `cannot take ${lock}`;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

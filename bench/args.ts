@@ -53,7 +53,7 @@ export const USAGE = `usage: npm run bench -- [options]
                         scale group at ${describeShape(QUICK_SHAPE)}, the enrolment group at
                         ${QUICK_PODS} pods per column
   --paths a,b,...       paths or groups to measure (default: all): direct, stunnel, hbone (group
-                        loopback); pod-direct, pod-stunnel, ztunnel (group netns, needs root);
+                        loopback); pod-direct, pod-stunnel, pod-node-relay, ztunnel (group netns, needs root);
                         controller (group scale: the controller under simulated ztunnels,
                         ${describeShape(FULL_SHAPE)}); unenrolled, enrolled (group enrolment,
                         needs root: ${FULL_PODS} pods each through a local cluster's CNI chain).

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // `npm run bench`: measures every path in one run, group by group (bench/groups.ts): the
 // loopback group (direct, stunnel, hbone), as root the network-namespace group (pod-direct,
-// pod-stunnel, ztunnel: pods on two nodes of the test bed), the scale group (the controller
-// with 10k pods, 1k services and 100 simulated ztunnels: bench/scale/) and, as root, the
+// pod-stunnel, pod-node-relay, ztunnel: pods on two nodes of the test bed), the scale group (the
+// controller with 10k pods, 1k services and 100 simulated ztunnels: bench/scale/) and, as root, the
 // enrolment group (pods through a local cluster's CNI chain, enrolled against unenrolled:
 // bench/enrolment/). Reports absolute values, ratios to the group's baseline (direct,
 // pod-direct, unenrolled) measured in the same run, and the PERFORMANCE.md floors for the mesh

@@ -6,6 +6,7 @@ import type { PathModule } from '../types.ts';
 import { directPath } from './direct.ts';
 import { hbonePath } from './hbone.ts';
 import { podDirectPath } from './pod-direct.ts';
+import { podNodeRelayPath } from './pod-node-relay.ts';
 import { podStunnelPath } from './pod-stunnel.ts';
 import { stunnelPath } from './stunnel.ts';
 import { ztunnelPath } from './ztunnel.ts';
@@ -16,5 +17,6 @@ export const PATHS: readonly PathModule[] = [
   hbonePath,
   podDirectPath,
   podStunnelPath,
+  podNodeRelayPath,
   ztunnelPath,
 ];

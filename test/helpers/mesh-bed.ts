@@ -103,7 +103,7 @@ export const ZTUNNEL_MAIN = join(import.meta.dirname, '../../ztunnel/src/main.ts
  * (2 MiB: 88-89 MB, 4 MiB: 93-94 MB), with no requests/s or CPU-per-request change beyond the
  * run-to-run noise in interleaved runs.
  */
-const ZTUNNEL_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
+export const ZTUNNEL_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
 
 function waitFor(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

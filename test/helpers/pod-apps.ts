@@ -9,6 +9,7 @@ import type { NetnsHandle } from './testbed.ts';
 //   halfclose: read until FIN, then answer "got <n>" plus <size> bytes, then FIN.
 //   reset:     on first data, reset the connection (RST).
 //   report:    echo; print {"event":"close","hadError":..,"bytes":..} when a connection closes.
+//   greet:     server-first: write "220 <size> ready\n" on accept, before reading anything; then echo.
 const SERVER = `
 const net = require('node:net');
 const [mode, port, size] = process.argv.slice(1);
@@ -20,6 +21,10 @@ const srv = net.createServer({ allowHalfOpen: true }, (s) => {
     s.on('end', () => { s.write('got ' + n + '\\n'); s.end(Buffer.alloc(Number(size), 120)); });
   } else if (mode === 'reset') {
     s.once('data', () => s.resetAndDestroy());
+  } else if (mode === 'greet') {
+    s.write('220 ' + size + ' ready\\n');
+    s.on('data', (d) => s.write(d));
+    s.on('end', () => s.end());
   } else {
     s.on('data', (d) => { n += d.length; s.write(d); });
     s.on('end', () => s.end());
@@ -31,7 +36,8 @@ setTimeout(() => process.exit(0), 300000).unref();
 `;
 
 // Modes: halfclose (send, FIN, read all), reset-victim (send, expect an error), client-reset
-// (send, wait for the echo, then RST), many (N concurrent echo connections).
+// (send, wait for the echo, then RST), many (N concurrent echo connections), listen-first (connect,
+// send nothing, report the first line the server sends and how long it took).
 const CLIENT = `
 const net = require('node:net');
 const [mode, host, port, arg] = process.argv.slice(1);
@@ -55,6 +61,16 @@ if (mode === 'halfclose') {
   s.on('connect', () => s.write('hello'));
   s.once('data', () => { s.resetAndDestroy(); out({ reset: true }); setTimeout(() => process.exit(0), 100); });
   s.on('error', () => {});
+} else if (mode === 'listen-first') {
+  const s = net.connect({ host, port: Number(port) });
+  let t0 = 0, buf = '';
+  s.on('connect', () => { t0 = Date.now(); });
+  s.on('data', (d) => {
+    buf += d.toString();
+    const nl = buf.indexOf('\\n');
+    if (nl >= 0) { out({ line: buf.slice(0, nl), ms: Date.now() - t0 }); s.destroy(); process.exit(0); }
+  });
+  s.on('error', (e) => { out({ error: e.code }); process.exit(1); });
 } else if (mode === 'many') {
   const n = Number(arg);
   let ok = 0, failed = 0, open = 0, maxOpen = 0;
@@ -80,7 +96,7 @@ export interface PodServer {
 
 export function startPodServer(
   where: NetnsHandle,
-  mode: 'halfclose' | 'reset' | 'report',
+  mode: 'halfclose' | 'reset' | 'report' | 'greet',
   port: number,
   size = 0,
 ): Promise<PodServer> {
@@ -109,7 +125,7 @@ export function startPodServer(
 
 export async function runPodClient(
   where: NetnsHandle,
-  mode: 'halfclose' | 'reset-victim' | 'client-reset' | 'many',
+  mode: 'halfclose' | 'reset-victim' | 'client-reset' | 'many' | 'listen-first',
   host: string,
   port: number,
   arg = '',

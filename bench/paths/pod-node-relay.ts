@@ -11,10 +11,10 @@ import { join } from 'node:path';
 import { ZTUNNEL_NODE_FLAGS } from '../../test/helpers/mesh-bed.ts';
 import { formatEndpoint } from '../child.ts';
 import { BENCH_DIR, NODE_BIN } from '../procs.ts';
-import type { Endpoint, PathModule, TrackedChild } from '../types.ts';
-import { SERVICE_PROBE, serviceList, servicesFrom, type ServiceName } from '../services.ts';
-import { NETNS_READY_MS, NETNS_START_TIMEOUT_MS, netnsMissing } from './netns-common.ts';
-import { inNetns, plainPods, probeFrom } from './pods.ts';
+import { serviceList, type ServiceName } from '../services.ts';
+import type { Endpoint, PathModule } from '../types.ts';
+import { NETNS_START_TIMEOUT_MS, netnsMissing } from './netns-common.ts';
+import { inNetns, plainPods, POD_PROXY_LOOPBACK, startPodProxyPair } from './pods.ts';
 
 /** Fixed ports inside the pods, clear of pod-stunnel's (both paths share the plain pods). */
 const PORTS: Readonly<Record<ServiceName, number>> = {
@@ -23,7 +23,6 @@ const PORTS: Readonly<Record<ServiceName, number>> = {
   http: 20013,
   sockperf: 20014,
 };
-const LOOPBACK = '127.0.0.1';
 const RELAY_READY_MS = 15_000;
 
 const isReady = (v: unknown): true | undefined =>
@@ -41,64 +40,32 @@ export const podNodeRelayPath: PathModule = {
     const pods = await plainPods(ctx);
     const ep = (host: string, port: number): Endpoint => ({ host, port });
     const services = serviceList(pods.backend);
-    const relays = (pairs: readonly [Endpoint, Endpoint][]): string[] =>
-      pairs.map(([from, to]) => `${formatEndpoint(from)}=${formatEndpoint(to)}`);
+    // LISTEN=CONNECT per backend service: the server end on the server pod's IP to the backend on
+    // its loopback, the client end on the client pod's loopback to the server end.
+    const relays = {
+      server: services.map(
+        (s) => [ep(pods.server.ip, PORTS[s.name]), ep(POD_PROXY_LOOPBACK, s.target.port)] as const,
+      ),
+      client: services.map(
+        (s) => [ep(POD_PROXY_LOOPBACK, PORTS[s.name]), ep(pods.server.ip, PORTS[s.name])] as const,
+      ),
+    };
     // Run as JavaScript with ztunnel's node flags, as ztunnel runs from dist/ (bench/relay.ts).
     const script = join(ctx.tmpDir, 'relay.mjs');
     writeFileSync(script, stripTypeScriptTypes(readFileSync(join(BENCH_DIR, 'relay.ts'), 'utf8')));
-    const children: TrackedChild[] = [];
-    const close = async (): Promise<void> => {
-      await Promise.all(children.map((c) => c.kill()));
-    };
-    try {
-      const server = ctx.spawn(
-        'pod-relay-server',
-        NODE_BIN,
-        [
-          ...ZTUNNEL_NODE_FLAGS,
-          script,
-          ...relays(services.map((s) => [ep(pods.server.ip, PORTS[s.name]), ep(LOOPBACK, s.target.port)])),
-        ],
-        { prefix: inNetns(pods.server.netnsName) },
-      );
-      children.push(server);
-      const client = ctx.spawn(
-        'pod-relay-client',
-        NODE_BIN,
-        [
-          ...ZTUNNEL_NODE_FLAGS,
-          script,
-          ...relays(services.map((s) => [ep(LOOPBACK, PORTS[s.name]), ep(pods.server.ip, PORTS[s.name])])),
-        ],
-        { prefix: inNetns(pods.client.netnsName) },
-      );
-      children.push(client);
-      await Promise.all(children.map((c) => c.waitForLine(isReady, RELAY_READY_MS)));
-      const targets = servicesFrom(
-        Object.fromEntries(services.map((s) => [s.name, ep(LOOPBACK, PORTS[s.name])])),
-      );
-      for (const s of serviceList(targets)) {
-        await probeFrom(ctx, pods.loadgen, s.target, SERVICE_PROBE[s.name], NETNS_READY_MS);
-      }
-      return {
-        kind: 'ready',
-        instance: {
-          targets,
-          processes: [
-            { pid: client.pid, end: 'client', label: 'relay-client' },
-            { pid: server.pid, end: 'server', label: 'relay-server' },
-          ],
-          loadgen: pods.loadgen,
-          close,
-        },
-      };
-    } catch (err) {
-      const tails = children.map((c) => `${c.label}: ${c.stderrTail()}`).join('\n');
-      await close();
-      throw new Error(
-        `pod-node-relay did not start: ${err instanceof Error ? err.message : String(err)}\n${tails}`,
-        { cause: err },
-      );
-    }
+    const instance = await startPodProxyPair(ctx, pods, {
+      path: 'pod-node-relay',
+      label: 'relay',
+      ports: PORTS,
+      spawn: (end) => {
+        const pod = end === 'server' ? pods.server : pods.client;
+        const args = relays[end].map(([from, to]) => `${formatEndpoint(from)}=${formatEndpoint(to)}`);
+        return ctx.spawn(`pod-relay-${end}`, NODE_BIN, [...ZTUNNEL_NODE_FLAGS, script, ...args], {
+          prefix: inNetns(pod.netnsName),
+        });
+      },
+      ready: (child) => child.waitForLine(isReady, RELAY_READY_MS),
+    });
+    return { kind: 'ready', instance };
   },
 };

@@ -6,10 +6,10 @@
 // nginx and sockperf when they run). Same unenrolled pods as `pod-direct`.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SERVICE_PROBE, serviceList, servicesFrom, type ServiceName } from '../services.ts';
-import type { Endpoint, PathModule, TrackedChild } from '../types.ts';
-import { NETNS_READY_MS, NETNS_START_TIMEOUT_MS, netnsMissing } from './netns-common.ts';
-import { inNetns, plainPods, probeFrom } from './pods.ts';
+import { serviceList, type ServiceName } from '../services.ts';
+import type { Endpoint, PathModule } from '../types.ts';
+import { NETNS_START_TIMEOUT_MS, netnsMissing } from './netns-common.ts';
+import { inNetns, plainPods, POD_PROXY_LOOPBACK, startPodProxyPair } from './pods.ts';
 import { findStunnel, makeCerts, STUNNEL_MISSING, stunnelConfig } from './stunnel.ts';
 
 /** Fixed ports inside the pods (fresh namespaces: nothing else listens there), below the ephemeral range. */
@@ -19,7 +19,6 @@ const PORTS: Readonly<Record<ServiceName, number>> = {
   http: 20003,
   sockperf: 20004,
 };
-const LOOPBACK = '127.0.0.1';
 
 export const podStunnelPath: PathModule = {
   name: 'pod-stunnel',
@@ -36,77 +35,40 @@ export const podStunnelPath: PathModule = {
     const dir = ctx.tmpDir;
     await makeCerts(dir, [pods.server.ip]);
     const ep = (host: string, port: number): Endpoint => ({ host, port });
-    const serverConf = join(dir, 'stunnel-server.conf');
-    const clientConf = join(dir, 'stunnel-client.conf');
     // One stunnel service per backend service in the server pod (echo, source and, when they
     // run, nginx and the sockperf server), each on its fixed port.
     const services = serviceList(pods.backend);
-    writeFileSync(
-      serverConf,
-      stunnelConfig(
+    const conf = {
+      server: stunnelConfig(
         dir,
         'server',
         services.map((s) => ({
           name: s.name,
           accept: ep(pods.server.ip, PORTS[s.name]),
-          connect: ep(LOOPBACK, s.target.port),
+          connect: ep(POD_PROXY_LOOPBACK, s.target.port),
         })),
       ),
-    );
-    writeFileSync(
-      clientConf,
-      stunnelConfig(
+      client: stunnelConfig(
         dir,
         'client',
         services.map((s) => ({
           name: s.name,
-          accept: ep(LOOPBACK, PORTS[s.name]),
+          accept: ep(POD_PROXY_LOOPBACK, PORTS[s.name]),
           connect: ep(pods.server.ip, PORTS[s.name]),
         })),
       ),
-    );
-    const children: TrackedChild[] = [];
-    const close = async (): Promise<void> => {
-      await Promise.all(children.map((c) => c.kill()));
     };
-    try {
-      const server = ctx.spawn('pod-stunnel-server', bin, [serverConf], {
-        cwd: dir,
-        prefix: inNetns(pods.server.netnsName),
-      });
-      children.push(server);
-      const client = ctx.spawn('pod-stunnel-client', bin, [clientConf], {
-        cwd: dir,
-        prefix: inNetns(pods.client.netnsName),
-      });
-      children.push(client);
-      const targets = servicesFrom(
-        Object.fromEntries(services.map((s) => [s.name, ep(LOOPBACK, PORTS[s.name])])),
-      );
-      for (const s of serviceList(targets)) {
-        await probeFrom(ctx, pods.loadgen, s.target, SERVICE_PROBE[s.name], NETNS_READY_MS);
-      }
-      return {
-        kind: 'ready',
-        instance: {
-          targets,
-          processes: [
-            { pid: client.pid, end: 'client', label: 'stunnel-client' },
-            { pid: server.pid, end: 'server', label: 'stunnel-server' },
-          ],
-          loadgen: pods.loadgen,
-          close,
-        },
-      };
-    } catch (err) {
-      const tails = children.map((c) => `${c.label}: ${c.stderrTail()}`).join('\n');
-      await close();
-      throw new Error(
-        `pod-stunnel did not start: ${err instanceof Error ? err.message : String(err)}\n${tails}`,
-        {
-          cause: err,
-        },
-      );
-    }
+    const instance = await startPodProxyPair(ctx, pods, {
+      path: 'pod-stunnel',
+      label: 'stunnel',
+      ports: PORTS,
+      spawn: (end) => {
+        const file = join(dir, `stunnel-${end}.conf`);
+        writeFileSync(file, conf[end]);
+        const pod = end === 'server' ? pods.server : pods.client;
+        return ctx.spawn(`pod-stunnel-${end}`, bin, [file], { cwd: dir, prefix: inNetns(pod.netnsName) });
+      },
+    });
+    return { kind: 'ready', instance };
   },
 };

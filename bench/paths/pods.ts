@@ -18,8 +18,18 @@ import { errorMessage } from '../../src/shared/errors.ts';
 import { startB1Servers, type B1Servers } from '../b1-run.ts';
 import type { ProbeMode } from '../net.ts';
 import { NODE_BIN } from '../procs.ts';
-import type { BackendServices, Endpoint, PathContext, SharedResource, SpawnSpec } from '../types.ts';
+import { SERVICE_PROBE, serviceList, servicesFrom, type ServiceName } from '../services.ts';
+import type {
+  BackendServices,
+  Endpoint,
+  PathContext,
+  PathInstance,
+  SharedResource,
+  SpawnSpec,
+  TrackedChild,
+} from '../types.ts';
 import type { ZtunnelEntry } from '../ztunnel-build.ts';
+import { NETNS_READY_MS } from './netns-common.ts';
 
 const NAMESPACE = 'bench';
 const BACKEND_READY_MS = 15_000;
@@ -214,6 +224,71 @@ export function plainPods(ctx: PathContext): Promise<PodPair> {
       throw err;
     }
   });
+}
+
+/** Where a proxy pair's client end listens inside the client pod (and its server end dials the backend). */
+export const POD_PROXY_LOOPBACK = '127.0.0.1';
+
+export interface PodProxyPair {
+  /** Names the path in errors. */
+  readonly path: string;
+  /** Process labels are `<label>-client` and `<label>-server`. */
+  readonly label: string;
+  /** Fixed ports inside the pods, one per backend service (fresh namespaces: nothing else listens). */
+  readonly ports: Readonly<Record<ServiceName, number>>;
+  /** Starts one end inside its pod: the server end first, then the client end. */
+  spawn(end: 'server' | 'client'): TrackedChild;
+  /** Resolves once an end is ready to accept (default: the service probes alone decide). */
+  ready?(child: TrackedChild): Promise<unknown>;
+}
+
+/**
+ * A proxy pair between the plain pods (`pod-stunnel`, `pod-node-relay`): the client end on
+ * 127.0.0.1 in the client pod, across the nodes to the server end on the server pod's IP, which
+ * dials the backend on 127.0.0.1 in the server pod, one port per backend service. Every service is
+ * probed through the pair from the load generator's pod before it counts as started; on any failure
+ * both ends are stopped and the error carries their stderr.
+ */
+export async function startPodProxyPair(
+  ctx: PathContext,
+  pods: PodPair,
+  pair: PodProxyPair,
+): Promise<PathInstance> {
+  const children: TrackedChild[] = [];
+  const close = async (): Promise<void> => {
+    await Promise.all(children.map((c) => c.kill()));
+  };
+  try {
+    const server = pair.spawn('server');
+    children.push(server);
+    const client = pair.spawn('client');
+    children.push(client);
+    if (pair.ready) await Promise.all(children.map((c) => pair.ready!(c)));
+    const targets = servicesFrom(
+      Object.fromEntries(
+        serviceList(pods.backend).map((s) => [
+          s.name,
+          { host: POD_PROXY_LOOPBACK, port: pair.ports[s.name] },
+        ]),
+      ),
+    );
+    for (const s of serviceList(targets)) {
+      await probeFrom(ctx, pods.loadgen, s.target, SERVICE_PROBE[s.name], NETNS_READY_MS);
+    }
+    return {
+      targets,
+      processes: [
+        { pid: client.pid, end: 'client', label: `${pair.label}-client` },
+        { pid: server.pid, end: 'server', label: `${pair.label}-server` },
+      ],
+      loadgen: pods.loadgen,
+      close,
+    };
+  } catch (err) {
+    const tails = children.map((c) => `${c.label}: ${c.stderrTail()}`).join('\n');
+    await close();
+    throw new Error(`${pair.path} did not start: ${errorMessage(err)}\n${tails}`, { cause: err });
+  }
 }
 
 /** Reads one soft limit of another process from /proc/<pid>/limits. */

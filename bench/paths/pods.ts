@@ -263,7 +263,8 @@ export async function startPodProxyPair(
     children.push(server);
     const client = pair.spawn('client');
     children.push(client);
-    if (pair.ready) await Promise.all(children.map((c) => pair.ready!(c)));
+    const ready = pair.ready?.bind(pair);
+    if (ready !== undefined) await Promise.all(children.map((c) => ready(c)));
     const targets = servicesFrom(
       Object.fromEntries(
         serviceList(pods.backend).map((s) => [
